@@ -1,0 +1,184 @@
+"""Pieces shared by every SAM 2 subnetwork: norms, MLPs, the attention entry point, position encodings and
+exact resize matrices.
+
+Conventions (used throughout `sam2_jax.modeling`):
+- Arrays are channels-last: images (B, H, W, C), token sequences (B, L, C).
+- Module names mirror the transformers keys, so joining a param path with '.' gives the transformers key
+  after the fixed rules in `sam2_jax.weights` (kernel <-> weight with the layout change, LayerNorm
+  scale <-> weight).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# transformers uses nn.GELU() (exact erf) everywhere; flax defaults to the tanh approximation.
+gelu = functools.partial(jax.nn.gelu, approximate=False)
+
+
+def layer_norm(eps: float, name: str | None = None) -> nn.LayerNorm:
+    """torch.nn.LayerNorm numerics: two-pass variance, the given eps (1e-6 or 1e-5 depending on the site)."""
+    return nn.LayerNorm(epsilon=eps, use_fast_variance=False, name=name)
+
+
+class FeedForward(nn.Module):
+    """transformers `Sam2FeedForward`: proj_in -> act -> [layers.i -> act]* -> proj_out (-> sigmoid)."""
+
+    hidden_dim: int
+    output_dim: int
+    num_layers: int
+    activation: str = "relu"
+    sigmoid_output: bool = False
+
+    @nn.compact
+    def __call__(self, x):
+        act = jax.nn.relu if self.activation == "relu" else gelu
+        x = act(nn.Dense(self.hidden_dim, name="proj_in")(x))
+        for i in range(self.num_layers - 2):
+            x = act(nn.Dense(self.hidden_dim, name=f"layers.{i}")(x))
+        x = nn.Dense(self.output_dim, name="proj_out")(x)
+        return jax.nn.sigmoid(x) if self.sigmoid_output else x
+
+
+def attention(query, key, value, *, scale: float, mask=None):
+    """Scaled dot-product attention with the softmax in float32, as transformers' SDPA/eager paths.
+
+    query (..., Lq, H, D), key/value (..., Lk, H, D); mask (..., Lk) of booleans, True = attend.
+    Masked keys are left out of the softmax, which gives the same numbers as removing them.
+    Returns (..., Lq, H, D).
+    """
+    logits = jnp.einsum("...qhd,...khd->...hqk", query, key) * jnp.asarray(scale, query.dtype)
+    logits = logits.astype(jnp.float32)
+    if mask is not None:
+        logits = jnp.where(mask[..., None, None, :], logits, -jnp.inf)
+    weights = jax.nn.softmax(logits, axis=-1).astype(value.dtype)
+    return jnp.einsum("...hqk,...khd->...qhd", weights, value)
+
+
+def sine_position_encoding(height: int, width: int, num_pos_feats: int, temperature: float = 10000.0,
+                           dtype=jnp.float32) -> jnp.ndarray:
+    """transformers `Sam2SinePositionEmbedding` (normalize=True, scale 2*pi) as (H, W, 2*num_pos_feats),
+    y channels first, sin/cos interleaved."""
+    scale = np.float32(2 * math.pi)
+    eps = np.float32(1e-6)
+    y = np.arange(1, height + 1, dtype=np.float32)
+    x = np.arange(1, width + 1, dtype=np.float32)
+    y = y / (y[-1:] + eps) * scale
+    x = x / (x[-1:] + eps) * scale
+    dim_t = np.arange(num_pos_feats, dtype=np.float32)
+    dim_t = np.float32(temperature) ** (np.float32(2) * np.floor(dim_t / 2) / np.float32(num_pos_feats))
+    dim_t = dim_t.astype(np.float32)
+    pos_x = jnp.asarray(x)[:, None] / jnp.asarray(dim_t)  # (W, F)
+    pos_y = jnp.asarray(y)[:, None] / jnp.asarray(dim_t)  # (H, F)
+    pos_x = jnp.stack([jnp.sin(pos_x[:, 0::2]), jnp.cos(pos_x[:, 1::2])], axis=-1).reshape(width, -1)
+    pos_y = jnp.stack([jnp.sin(pos_y[:, 0::2]), jnp.cos(pos_y[:, 1::2])], axis=-1).reshape(height, -1)
+    pos = jnp.concatenate([
+        jnp.broadcast_to(pos_y[:, None, :], (height, width, num_pos_feats)),
+        jnp.broadcast_to(pos_x[None, :, :], (height, width, num_pos_feats)),
+    ], axis=-1)
+    return pos.astype(dtype)
+
+
+class FourierPositionEmbedding(nn.Module):
+    """transformers `Sam2PositionalEmbedding`: random Fourier features of coordinates in [0, 1]^2.
+
+    Keep the order matmul, then x 2*pi (folding 2*pi into the matrix changes the rounding).
+    """
+
+    num_pos_feats: int = 128
+    scale: float = 1.0
+
+    @nn.compact
+    def __call__(self, coords):
+        gaussian = self.param("positional_embedding", nn.initializers.normal(self.scale), (2, self.num_pos_feats))
+        coords = 2 * coords.astype(jnp.float32) - 1
+        coords = coords @ gaussian
+        coords = np.float32(2 * np.pi) * coords
+        return jnp.concatenate([jnp.sin(coords), jnp.cos(coords)], axis=-1)
+
+
+# ------------------------------------------------------------------------------------- resize matrices
+# PyTorch's F.interpolate as separable (out, in) float32 weight matrices: y = Wh @ x @ Ww^T per channel.
+# Sizes are static, so these are numpy constants built at trace time.
+
+def _source_coords(in_size: int, out_size: int) -> np.ndarray:
+    """PyTorch's half-pixel source coordinate, rounded once as its fused multiply-add does."""
+    scale = np.float32(in_size) / np.float32(out_size)
+    return (np.float64(scale) * (np.arange(out_size) + 0.5) - 0.5).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=None)
+def bilinear_matrix(in_size: int, out_size: int) -> np.ndarray:
+    """F.interpolate(mode="bilinear", align_corners=False, antialias=False) along one axis."""
+    src = np.maximum(_source_coords(in_size, out_size), np.float32(0))
+    i0 = np.floor(src).astype(np.int64)
+    i0 = np.minimum(i0, in_size - 1)
+    i1 = np.minimum(i0 + 1, in_size - 1)
+    l1 = (src - i0.astype(np.float32)).astype(np.float32)
+    l0 = (np.float32(1) - l1).astype(np.float32)
+    w = np.zeros((out_size, in_size), np.float32)
+    rows = np.arange(out_size)
+    np.add.at(w, (rows, i0), l0)
+    np.add.at(w, (rows, i1), l1)
+    return w
+
+
+@functools.lru_cache(maxsize=None)
+def antialias_bilinear_matrix(in_size: int, out_size: int) -> np.ndarray:
+    """F.interpolate(mode="bilinear", align_corners=False, antialias=True) along one axis."""
+    scale = in_size / out_size
+    support = scale if scale >= 1.0 else 1.0
+    invscale = 1.0 / scale if scale >= 1.0 else 1.0
+    w = np.zeros((out_size, in_size), np.float64)
+    for i in range(out_size):
+        center = scale * (i + 0.5)
+        xmin = max(int(center - support + 0.5), 0)
+        xmax = min(int(center + support + 0.5), in_size)
+        j = np.arange(xmin, xmax)
+        wj = np.maximum(0.0, 1.0 - np.abs((j - center + 0.5) * invscale))
+        total = wj.sum()
+        w[i, xmin:xmax] = wj / total if total != 0 else wj
+    return w.astype(np.float32)
+
+
+@functools.lru_cache(maxsize=None)
+def bicubic_matrix(in_size: int, out_size: int) -> np.ndarray:
+    """F.interpolate(mode="bicubic", align_corners=False, antialias=False): Keys cubic with A = -0.75."""
+    a = np.float32(-0.75)
+    real = _source_coords(in_size, out_size)  # no clamp at 0 for cubic
+    ix = np.floor(real)
+    t = (real - ix).astype(np.float32)
+
+    def cc1(x):
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+
+    def cc2(x):
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+
+    taps = [cc2(t + 1), cc1(t), cc1(1 - t), cc2(2 - t)]
+    w = np.zeros((out_size, in_size), np.float32)
+    rows = np.arange(out_size)
+    for k, tap in enumerate(taps):
+        idx = np.clip(ix.astype(np.int64) - 1 + k, 0, in_size - 1)
+        np.add.at(w, (rows, idx), tap.astype(np.float32))
+    return w
+
+
+def resize_with(x, row_matrix: np.ndarray, col_matrix: np.ndarray):
+    """Apply (out_h, in_h) and (out_w, in_w) matrices to the H and W axes of a (..., H, W, C) array."""
+    prec = jax.lax.Precision.HIGHEST
+    x = jnp.einsum("oh,...hwc->...owc", jnp.asarray(row_matrix, x.dtype), x, precision=prec)
+    return jnp.einsum("pw,...owc->...opc", jnp.asarray(col_matrix, x.dtype), x, precision=prec)
+
+
+def resize_bilinear(x, size: tuple[int, int], antialias: bool = False):
+    """F.interpolate(x, size, mode="bilinear", align_corners=False, antialias=...) on (..., H, W, C)."""
+    make = antialias_bilinear_matrix if antialias else bilinear_matrix
+    h, w = x.shape[-3], x.shape[-2]
+    return resize_with(x, make(h, size[0]), make(w, size[1]))

@@ -1,0 +1,148 @@
+"""transformers-named tensors <-> the Flax param tree, without torch.
+
+A Flax param path joined with '.' is the transformers key, after these fixed rules:
+- `kernel` <-> `weight`, with the layout change: Dense (in, out) <-> Linear (out, in); Conv HWIO <-> OIHW.
+- `scale` (LayerNorm) and `embedding` (nn.Embed) <-> `weight`, same layout.
+Every exception to the rules is in `_KEEP_NAME`. Loading is strict: missing, unexpected and mis-shaped
+tensors are all reported in one error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+from flax.traverse_util import flatten_dict, unflatten_dict
+
+from .config import Sam2Config
+
+# Flax leaves that keep their own name (and layout) in transformers, against the rules above.
+_KEEP_NAME = (
+    re.compile(r"memory_encoder\.memory_fuser\.layers\.\d+\.scale$"),  # ConvNeXt layer scale, not a LayerNorm
+)
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
+
+
+def _to_torch(path: tuple[str, ...], value: np.ndarray) -> tuple[str, np.ndarray]:
+    key = ".".join(path)
+    if any(p.search(key) for p in _KEEP_NAME):
+        return key, value
+    leaf = path[-1]
+    if leaf == "kernel":
+        if value.ndim == 2:
+            value = value.T
+        elif value.ndim == 4:
+            value = value.transpose(3, 2, 0, 1)
+        return key[: -len("kernel")] + "weight", value
+    if leaf in ("scale", "embedding"):
+        return key[: -len(leaf)] + "weight", value
+    return key, value
+
+
+def _from_torch_layout(path: tuple[str, ...], value: np.ndarray) -> np.ndarray:
+    key = ".".join(path)
+    if path[-1] == "kernel" and not any(p.search(key) for p in _KEEP_NAME):
+        if value.ndim == 2:
+            return value.T
+        if value.ndim == 4:
+            return value.transpose(2, 3, 1, 0)
+    return value
+
+
+def params_to_state_dict(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Flax params -> {transformers key: numpy array in the PyTorch layout}."""
+    out = {}
+    for path, value in flatten_dict(dict(params)).items():
+        key, array = _to_torch(path, np.asarray(value))
+        out[key] = np.ascontiguousarray(array)
+    return out
+
+
+def state_dict_to_params(state_dict: Mapping[str, np.ndarray], abstract_params: Mapping[str, Any],
+                         ignore: Iterable[str] = ()) -> dict[str, Any]:
+    """{transformers key: array} -> Flax params shaped like `abstract_params` (from `jax.eval_shape`).
+
+    Strict: every expected tensor must be present with the right shape and nothing else may be left,
+    except keys matching a regex in `ignore`. All problems are reported together.
+    """
+    ignore_res = [re.compile(p) for p in ignore]
+    expected = {}
+    for path, leaf in flatten_dict(dict(abstract_params)).items():
+        key, _ = _to_torch(path, np.zeros((0,) * len(leaf.shape)))
+        expected[key] = (path, leaf)
+    missing, misshaped, params = [], [], {}
+    for key, (path, leaf) in expected.items():
+        if key not in state_dict:
+            missing.append(key)
+            continue
+        value = np.asarray(state_dict[key])
+        value = _from_torch_layout(path, value)
+        if tuple(value.shape) != tuple(leaf.shape):
+            misshaped.append(f"{key}: expected {_torch_shape(path, leaf.shape)}, got {tuple(state_dict[key].shape)}")
+            continue
+        params[path] = value.astype(leaf.dtype)
+    unexpected = [k for k in state_dict if k not in expected and not any(p.match(k) for p in ignore_res)]
+    if missing or unexpected or misshaped:
+        lines = []
+        for title, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
+            if items:
+                lines.append(f"{len(items)} {title}: " + ", ".join(sorted(items)))
+        raise ValueError("checkpoint weights do not fit the config: " + "; ".join(lines))
+    return unflatten_dict(params)
+
+
+def _torch_shape(path, shape) -> tuple[int, ...]:
+    _, arr = _to_torch(path, np.zeros(shape, np.float32))
+    return tuple(arr.shape)
+
+
+# ----------------------------------------------------------------------------------------- files
+def read_state_dict(folder: str | os.PathLike) -> dict[str, np.ndarray]:
+    """All tensors of a transformers checkpoint folder (single or sharded safetensors) as numpy."""
+    from safetensors.numpy import load_file
+
+    folder = os.fspath(folder)
+    single = os.path.join(folder, WEIGHTS_NAME)
+    index = os.path.join(folder, WEIGHTS_INDEX_NAME)
+    if os.path.isfile(single):
+        files = [single]
+    elif os.path.isfile(index):
+        with open(index) as f:
+            weight_map = json.load(f)["weight_map"]
+        files = [os.path.join(folder, name) for name in sorted(set(weight_map.values()))]
+    else:
+        raise ValueError(f"pretrained_model_name_or_path: expected a folder with {WEIGHTS_NAME} or "
+                         f"{WEIGHTS_INDEX_NAME}, got {folder!r} without either")
+    state_dict = {}
+    for file in files:
+        try:
+            state_dict.update(load_file(file))
+        except Exception as err:  # safetensors raises its own error types
+            raise ValueError(f"pretrained_model_name_or_path: {file!r} is not a readable safetensors file "
+                             f"({err})") from err
+    return state_dict
+
+
+def read_config(folder: str | os.PathLike) -> Sam2Config:
+    path = os.path.join(os.fspath(folder), CONFIG_NAME)
+    if not os.path.isfile(path):
+        raise ValueError(f"pretrained_model_name_or_path: expected a folder with {CONFIG_NAME}, got "
+                         f"{os.fspath(folder)!r} without it")
+    return Sam2Config.from_json_file(path)
+
+
+def save_checkpoint(folder: str | os.PathLike, params: Mapping[str, Any], config: Sam2Config) -> None:
+    """Write config.json and model.safetensors that transformers (and sam2_jax) load."""
+    from safetensors.numpy import save_file
+
+    os.makedirs(folder, exist_ok=True)
+    config.to_json_file(os.path.join(folder, CONFIG_NAME))
+    state_dict = {k: v.astype(np.float32) if v.dtype != np.float32 else v
+                  for k, v in params_to_state_dict(params).items()}
+    save_file(state_dict, os.path.join(folder, WEIGHTS_NAME), metadata={"format": "pt"})
