@@ -51,3 +51,22 @@ def to_numpy(x) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         return x.detach().cpu().float().numpy()
     return np.asarray(x)
+
+
+def assert_close(name: str, ours, ref, rel: float = 1e-4, atol: float | None = None) -> float:
+    """Assert max |ours - ref| <= rel * max(1, max|ref|) (or <= atol), print the measured difference, return it."""
+    ours, ref = np.asarray(ours, np.float64), to_numpy(ref).astype(np.float64)
+    assert ours.shape == ref.shape, f"{name}: shape {ours.shape} != reference {ref.shape}"
+    diff = float(np.max(np.abs(ours - ref))) if ref.size else 0.0
+    bound = atol if atol is not None else rel * max(1.0, float(np.max(np.abs(ref))) if ref.size else 1.0)
+    print(f"PARITY {name}: max|diff|={diff:.3g} bound={bound:.3g} max|ref|={np.max(np.abs(ref)):.3g}")
+    assert diff <= bound, f"{name}: max |diff| {diff:.3g} > {bound:.3g}"
+    return diff
+
+
+def assert_same_binary(name: str, ours, ref, margin: float = 1e-3) -> None:
+    """Thresholded masks agree wherever the reference logit is clearly away from 0."""
+    ours, ref = np.asarray(ours), to_numpy(ref)
+    clear = np.abs(ref) > margin
+    mismatches = int(np.sum((ours > 0)[clear] != (ref > 0)[clear]))
+    assert mismatches == 0, f"{name}: {mismatches} binarised pixels differ"

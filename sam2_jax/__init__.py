@@ -1,0 +1,19 @@
+"""sam2-jax: SAM 2 / SAM 2.1 segmentation and tracking in JAX and Flax, numerically equal to transformers."""
+
+from .config import PRESETS, Sam2Config, small_config
+
+__version__ = "0.1.0"
+
+_API = ("Sam2Model", "Sam2Processor", "Sam2ImageSegmentationOutput")
+
+
+def __getattr__(name):
+    # The model classes import jax and flax; load them on first use so `sam2_jax.config` stays light.
+    if name in _API:
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'sam2_jax' has no attribute {name!r}")
+
+
+__all__ = [*_API, "Sam2Config", "PRESETS", "small_config", "__version__"]

@@ -1,0 +1,282 @@
+"""The transformers-shaped facade: `Sam2Model` and `Sam2Processor` with jax arrays.
+
+Same class names, arguments, nesting of prompt lists and output fields as transformers' SAM 2, so code
+written for transformers runs after changing the imports. Layouts follow transformers at this boundary
+(pixel_values (B,3,H,W), image_embeddings NCHW); inside, everything is channels-last and jitted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import processing, weights
+from .config import Sam2Config, replace
+from .modeling.sam2 import Sam2ImageModule
+
+# Keys of a video checkpoint that the image model does not use (transformers ignores the same ones).
+VIDEO_ONLY_KEYS = (r"^memory_.*", r"^mask_downsample\..*", r"^object_pointer_proj\..*",
+                   r"^temporal_positional_encoding_projection_layer\..*", r"^no_memory_positional_encoding$",
+                   r"^no_object_pointer$", r"^occlusion_spatial_embedding_parameter$")
+
+
+class ModelOutput:
+    """Attribute and key access to named outputs, like transformers' ModelOutput."""
+
+    def __getitem__(self, name):
+        return getattr(self, name)
+
+    def keys(self):
+        return [f.name for f in dataclasses.fields(self)]
+
+
+@dataclasses.dataclass
+class Sam2ImageSegmentationOutput(ModelOutput):
+    """pred_masks (B,P,k,256,256) logits, iou_scores (B,P,k), object_score_logits (B,P,1),
+    image_embeddings [(B,32,256,256), (B,64,128,128), (B,256,64,64)] (NCHW, as transformers)."""
+
+    iou_scores: jax.Array
+    pred_masks: jax.Array
+    object_score_logits: jax.Array
+    image_embeddings: list
+
+
+class BatchFeature(dict):
+    """A dict with attribute access, as transformers' processor outputs: `model(**inputs)` works."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError as err:
+            raise AttributeError(name) from err
+
+
+def _bucket(n: int) -> int:
+    """Round a prompt length up to a power of two so the number of compilations stays small."""
+    return 1 << max(n - 1, 0).bit_length()
+
+
+def _cast_floats(tree, dtype):
+    return jax.tree_util.tree_map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+
+
+class Sam2Model:
+    """SAM 2 image segmentation, mirroring transformers `Sam2Model` (weights from a transformers folder)."""
+
+    def __init__(self, config: Sam2Config, params: dict[str, Any], dtype=jnp.float32):
+        self.config = replace(config, model_type="sam2")
+        self.dtype = jnp.dtype(dtype)
+        self.params = _cast_floats(params, self.dtype)
+        self.module = Sam2ImageModule(self.config)
+        apply = self.module.apply
+        self._encode = jax.jit(lambda p, x: apply({"params": p}, x, method=Sam2ImageModule.image_embeddings))
+        self._decode = jax.jit(
+            lambda p, emb, pts, lbl, box, msk, pmask, multimask: apply(
+                {"params": p}, emb, pts, lbl, box, msk, pmask, multimask, method=Sam2ImageModule.decode),
+            static_argnums=(7,))
+
+    # ------------------------------------------------------------------ construction and saving
+    @classmethod
+    def abstract_params(cls, config: Sam2Config):
+        """Param shapes of the image model for `config` (no memory is allocated)."""
+        size = config.vision_config.backbone_config.image_size
+        module = Sam2ImageModule(replace(config, model_type="sam2"))
+        return jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), jnp.zeros((1, *size, 3))))["params"]
+
+    @classmethod
+    def from_config(cls, config: Sam2Config, seed: int = 0, dtype=jnp.float32) -> "Sam2Model":
+        """A model with random weights (flax initialisers), e.g. for tests and demos."""
+        size = config.vision_config.backbone_config.image_size
+        module = Sam2ImageModule(replace(config, model_type="sam2"))
+        params = jax.jit(module.init)(jax.random.PRNGKey(seed), jnp.zeros((1, *size, 3)))["params"]
+        return cls(config, params, dtype)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, dtype=jnp.float32) -> "Sam2Model":
+        """Load a transformers checkpoint folder (model_type "sam2" or "sam2_video"); strict."""
+        folder = os.fspath(pretrained_model_name_or_path)
+        if not os.path.isdir(folder):
+            raise ValueError(f"pretrained_model_name_or_path: expected a checkpoint folder, got {folder!r}, which "
+                             "is not a folder (hub downloads are not supported: download it first)")
+        config = weights.read_config(folder)
+        state_dict = weights.read_state_dict(folder)
+        params = weights.state_dict_to_params(state_dict, cls.abstract_params(config), ignore=VIDEO_ONLY_KEYS)
+        return cls(config, params, dtype)
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> None:
+        """Write config.json + model.safetensors (float32) that transformers' Sam2Model loads strictly."""
+        weights.save_checkpoint(save_directory, _cast_floats(self.params, jnp.float32), self.config)
+
+    # ------------------------------------------------------------------------------- inference
+    def get_image_embeddings(self, pixel_values) -> list:
+        """pixel_values (B,3,H,W) -> [s0 (B,32,4h,4w), s1 (B,64,2h,2w), level2 (B,256,h,w)] (NCHW)."""
+        pixels = self._check_pixel_values(pixel_values)
+        return [jnp.transpose(e, (0, 3, 1, 2)) for e in self._encode(self.params, pixels)]
+
+    def __call__(self, pixel_values=None, input_points=None, input_labels=None, input_boxes=None,
+                 input_masks=None, image_embeddings=None, multimask_output: bool = True,
+                 original_sizes=None) -> Sam2ImageSegmentationOutput:
+        """transformers `Sam2Model.forward`. `original_sizes` (from the processor) is accepted and unused,
+        so that `model(**processor(...))` works."""
+        if (pixel_values is None) == (image_embeddings is None):
+            raise ValueError("pixel_values, image_embeddings: expected exactly one of them, got "
+                             f"{'both' if pixel_values is not None else 'neither'}")
+        if pixel_values is not None:
+            embeddings = self._encode(self.params, self._check_pixel_values(pixel_values))
+        else:
+            embeddings = self._check_image_embeddings(image_embeddings)
+        batch = embeddings[-1].shape[0]
+        points, labels, point_mask = self._check_points(input_points, input_labels, batch)
+        boxes = self._check_boxes(input_boxes, batch, None if points is None else points.shape[1])
+        masks = self._check_masks(input_masks, batch)
+        pred_masks, iou, obj = self._decode(self.params, embeddings, points, labels, boxes, masks, point_mask,
+                                            bool(multimask_output))
+        return Sam2ImageSegmentationOutput(
+            iou_scores=iou, pred_masks=pred_masks, object_score_logits=obj,
+            image_embeddings=[jnp.transpose(e, (0, 3, 1, 2)) for e in embeddings])
+
+    # ------------------------------------------------------------------------------ validation
+    @property
+    def image_size(self) -> int:
+        return self.config.prompt_encoder_config.image_size
+
+    def _check_pixel_values(self, pixel_values):
+        shape = tuple(np.shape(pixel_values))
+        size = tuple(self.config.vision_config.backbone_config.image_size)
+        if len(shape) != 4 or shape[1] != 3 or shape[2:] != size:
+            raise ValueError(f"pixel_values: expected shape (batch, 3, {size[0]}, {size[1]}) as the processor "
+                             f"returns, got {shape}")
+        if not jnp.issubdtype(jnp.asarray(pixel_values).dtype, jnp.floating):
+            raise TypeError(f"pixel_values: expected floating point values (normalised by the processor), "
+                            f"got dtype {jnp.asarray(pixel_values).dtype}")
+        return jnp.transpose(jnp.asarray(pixel_values, self.dtype), (0, 2, 3, 1))
+
+    def _check_image_embeddings(self, image_embeddings):
+        expected = [self.get_image_embeddings_shape(i) for i in range(3)]
+        if not isinstance(image_embeddings, (list, tuple)) or len(image_embeddings) != 3:
+            raise ValueError("image_embeddings: expected the list of 3 arrays from get_image_embeddings, got "
+                             f"{type(image_embeddings).__name__}")
+        out = []
+        for i, (e, exp) in enumerate(zip(image_embeddings, expected)):
+            if tuple(np.shape(e))[1:] != exp:
+                raise ValueError(f"image_embeddings[{i}]: expected shape (batch, {', '.join(map(str, exp))}), "
+                                 f"got {tuple(np.shape(e))}")
+            out.append(jnp.transpose(jnp.asarray(e, self.dtype), (0, 2, 3, 1)))
+        if len({e.shape[0] for e in out}) != 1:
+            raise ValueError(f"image_embeddings: expected one batch size, got {[e.shape[0] for e in out]}")
+        return tuple(out)
+
+    def get_image_embeddings_shape(self, level: int) -> tuple[int, int, int]:
+        h = self.config.prompt_encoder_config.image_embedding_size
+        channels = (self.config.mask_decoder_config.hidden_size // 8, self.config.mask_decoder_config.hidden_size // 4,
+                    self.config.vision_config.fpn_hidden_size)
+        scale = (4, 2, 1)[level]
+        return (channels[level], h * scale, h * scale)
+
+    def _check_points(self, input_points, input_labels, batch):
+        if input_points is None and input_labels is None:
+            return None, None, None
+        if input_points is None or input_labels is None:
+            given, missing = ("input_points", "input_labels") if input_labels is None else ("input_labels",
+                                                                                          "input_points")
+            raise ValueError(f"{missing}: expected it together with {given}, got None")
+        points = np.asarray(input_points, np.float32)
+        labels = np.asarray(input_labels)
+        if points.ndim != 4 or points.shape[-1] != 2 or points.shape[0] != batch:
+            raise ValueError(f"input_points: expected shape ({batch}, objects, points, 2), got {points.shape}")
+        if labels.shape != points.shape[:3]:
+            raise ValueError(f"input_labels: expected shape {points.shape[:3]} to match input_points, got "
+                             f"{labels.shape}")
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise TypeError(f"input_labels: expected integers, got dtype {labels.dtype}")
+        real = ~np.all(points == processing.POINT_PAD_VALUE, axis=-1)
+        coords = points[real]
+        if np.isnan(coords).any() or (coords < 0).any() or (coords > self.image_size).any():
+            bad = coords[np.isnan(coords).any(-1) | (coords < 0).any(-1) | (coords > self.image_size).any(-1)][0]
+            raise ValueError(f"input_points: expected coordinates in [0, {self.image_size}] (the processor scales "
+                             f"them to the model's input size), got {bad.tolist()}")
+        n = points.shape[2]
+        pad = _bucket(n) - n
+        point_mask = np.pad(np.ones(points.shape[:3], bool), ((0, 0), (0, 0), (0, pad)))
+        points = np.pad(points, ((0, 0), (0, 0), (0, pad), (0, 0)))
+        labels = np.pad(labels.astype(np.int32), ((0, 0), (0, 0), (0, pad)), constant_values=-1)
+        return jnp.asarray(points, self.dtype), jnp.asarray(labels), jnp.asarray(point_mask)
+
+    def _check_boxes(self, input_boxes, batch, num_prompts):
+        if input_boxes is None:
+            return None
+        boxes = np.asarray(input_boxes, np.float32)
+        if boxes.ndim != 3 or boxes.shape[-1] != 4 or boxes.shape[0] != batch:
+            raise ValueError(f"input_boxes: expected shape ({batch}, boxes, 4) as x1, y1, x2, y2, got {boxes.shape}")
+        if num_prompts is not None and boxes.shape[1] != num_prompts:
+            raise ValueError(f"input_boxes: expected as many boxes as point prompts ({num_prompts}), got "
+                             f"{boxes.shape[1]}")
+        inverted = (boxes[..., 2] < boxes[..., 0]) | (boxes[..., 3] < boxes[..., 1])
+        if inverted.any():
+            raise ValueError(f"input_boxes: expected x1 <= x2 and y1 <= y2, got {boxes[inverted][0].tolist()}")
+        if np.isnan(boxes).any() or (boxes < 0).any() or (boxes > self.image_size).any():
+            raise ValueError(f"input_boxes: expected coordinates in [0, {self.image_size}], got "
+                             f"{boxes.reshape(-1, 4)[0].tolist()}")
+        return jnp.asarray(boxes, self.dtype)
+
+    def _check_masks(self, input_masks, batch):
+        if input_masks is None:
+            return None
+        masks = jnp.asarray(input_masks)
+        if masks.ndim == 3:
+            masks = masks[:, None]
+        if masks.ndim != 4 or masks.shape[:2] != (batch, 1):
+            raise ValueError(f"input_masks: expected shape ({batch}, 1, height, width), got {tuple(np.shape(input_masks))}")
+        if masks.dtype == bool:
+            masks = masks.astype(self.dtype)
+        return jnp.transpose(masks, (0, 2, 3, 1))
+
+
+class Sam2Processor:
+    """transformers `Sam2Processor` with default arguments: images to pixel_values, prompts scaled to the
+    model's input size and padded as transformers pads them, masks post-processed."""
+
+    def __init__(self, size: int = 1024, target_size: int | None = None, point_pad_value: int = -10):
+        if point_pad_value != processing.POINT_PAD_VALUE:
+            raise ValueError(f"point_pad_value: expected {processing.POINT_PAD_VALUE} (transformers' value, which the "
+                             f"model treats as a zero token), got {point_pad_value}")
+        self.size = int(size)
+        self.target_size = int(target_size) if target_size is not None else self.size
+        self.point_pad_value = point_pad_value
+
+    def __call__(self, images=None, input_points=None, input_labels=None, input_boxes=None, original_sizes=None,
+                 return_tensors: str | None = "jax", **unused) -> BatchFeature:
+        if return_tensors not in ("jax", "np", "pt", None):
+            raise ValueError(f"return_tensors: expected 'jax', 'np' or None, got {return_tensors!r}")
+        if return_tensors == "pt":
+            raise ValueError("return_tensors: 'pt' is transformers' torch output; sam2_jax returns 'jax' or 'np'")
+        out = BatchFeature()
+        if images is not None:
+            pixel_values, sizes = processing.preprocess_images(images, size=self.size)
+            out["pixel_values"] = pixel_values
+            out["original_sizes"] = np.asarray(sizes, np.int64)
+        elif original_sizes is not None:
+            out["original_sizes"] = np.asarray(original_sizes, np.int64)
+        else:
+            raise ValueError("images, original_sizes: expected at least one of them, got neither")
+        if any(x is not None for x in (input_points, input_labels, input_boxes)):
+            out.update(processing.prepare_prompts(input_points, input_labels, input_boxes,
+                                                  original_sizes=out["original_sizes"].tolist(),
+                                                  target_size=self.target_size))
+        if return_tensors == "jax":
+            out = BatchFeature({k: jnp.asarray(v) for k, v in out.items()})
+        return out
+
+    def post_process_masks(self, masks, original_sizes, mask_threshold: float = 0.0, binarize: bool = True,
+                           max_hole_area: float = 0.0, max_sprinkle_area: float = 0.0,
+                           apply_non_overlapping_constraints: bool = False, **unused):
+        """Upscale (B-list of (P,k,h,w)) mask logits to each image's original size; see
+        `sam2_jax.processing.post_process_masks` (hole filling and sprinkle removal really happen here)."""
+        return processing.post_process_masks(
+            masks, original_sizes, mask_threshold=mask_threshold, binarize=binarize, max_hole_area=max_hole_area,
+            max_sprinkle_area=max_sprinkle_area, apply_non_overlapping_constraints=apply_non_overlapping_constraints)
