@@ -150,7 +150,8 @@ class MaskDecoder(nn.Module):
         """transformers `Sam2MaskDecoder.forward`.
 
         image_embeddings (B, h, w, C); image_positional_embeddings (B or 1, h, w, C); sparse_prompt_embeddings
-        (B, P, N, C); dense_prompt_embeddings (B, h, w, C); multimask_output a static bool;
+        (B, P, N, C); dense_prompt_embeddings (B, h, w, C); multimask_output a static bool, or None for all
+        K + 1 slots unselected;
         high_resolution_features (feat_s0 (B, 4h, 4w, C/8), feat_s1 (B, 2h, 2w, C/4)); sparse_mask (B, P, N)
         bool, True = real token, or None for all real.
 
@@ -185,6 +186,8 @@ class MaskDecoder(nn.Module):
         iou_pred = self.iou_prediction_head(tokens[:, :, 1])
         object_score_logits = self.pred_obj_score_head(tokens[:, :, 0])
 
+        if multimask_output is None:  # every slot, for callers that choose per prompt (the video tracker)
+            return masks, iou_pred, mask_tokens_out, object_score_logits
         if multimask_output:
             masks, iou_pred, sam_tokens_out = masks[:, :, 1:], iou_pred[:, :, 1:], mask_tokens_out[:, :, 1:]
         else:
