@@ -5,6 +5,7 @@ from .config import PRESETS, Sam2Config, small_config
 __version__ = "0.1.0"
 
 _API = ("Sam2Model", "Sam2Processor", "Sam2ImageSegmentationOutput")
+_VIDEO_API = ("Sam2VideoModel", "Sam2VideoProcessor", "Sam2VideoInferenceSession", "Sam2VideoSegmentationOutput")
 
 
 def __getattr__(name):
@@ -13,7 +14,11 @@ def __getattr__(name):
         from . import api
 
         return getattr(api, name)
+    if name in _VIDEO_API:
+        from . import video_api
+
+        return getattr(video_api, name)
     raise AttributeError(f"module 'sam2_jax' has no attribute {name!r}")
 
 
-__all__ = [*_API, "Sam2Config", "PRESETS", "small_config", "__version__"]
+__all__ = [*_API, *_VIDEO_API, "Sam2Config", "PRESETS", "small_config", "__version__"]

@@ -115,6 +115,14 @@ class ConvTranspose2x2(nn.Module):
         return y.reshape(*lead, 2 * h, 2 * w, o) + bias
 
 
+def stability_scores(mask_logits, delta: float):
+    """transformers `_get_stability_scores`: (..., H, W) logits -> (...,) area(> delta) / area(> -delta),
+    1 where the latter is empty."""
+    area_i = jnp.sum(mask_logits > delta, axis=(-2, -1)).astype(jnp.float32)
+    area_u = jnp.sum(mask_logits > -delta, axis=(-2, -1)).astype(jnp.float32)
+    return jnp.where(area_u > 0, area_i / jnp.maximum(area_u, 1.0), 1.0)
+
+
 class MaskDecoder(nn.Module):
     """transformers `Sam2MaskDecoder`, in eval mode. Params are created lazily per method: to initialise them
     all, call both `project_high_res_features` and `__call__` inside one `init`."""
@@ -198,14 +206,6 @@ class MaskDecoder(nn.Module):
             sam_tokens_out = mask_tokens_out[:, :, :1]
         return masks, iou_pred, sam_tokens_out, object_score_logits
 
-    def _stability_scores(self, mask_logits):
-        """transformers `_get_stability_scores`: (..., H, W) logits -> (...,) area(> delta) / area(> -delta),
-        1 where the latter is empty."""
-        delta = self.config.dynamic_multimask_stability_delta
-        area_i = jnp.sum(mask_logits > delta, axis=(-2, -1)).astype(jnp.float32)
-        area_u = jnp.sum(mask_logits > -delta, axis=(-2, -1)).astype(jnp.float32)
-        return jnp.where(area_u > 0, area_i / jnp.maximum(area_u, 1.0), 1.0)
-
     def _dynamic_multimask_via_stability(self, masks, iou_pred):
         """transformers `_dynamic_multimask_via_stability`: keep mask 0 where it is stable, else the multimask
         output with the best predicted IoU (first on ties). masks (B, P, K, H, W), iou_pred (B, P, K) ->
@@ -213,6 +213,7 @@ class MaskDecoder(nn.Module):
         best = jnp.argmax(iou_pred[:, :, 1:], axis=-1)[:, :, None] + 1  # (B, P, 1)
         best_masks = jnp.take_along_axis(masks, best[..., None, None], axis=2)
         best_iou = jnp.take_along_axis(iou_pred, best, axis=2)
-        is_stable = self._stability_scores(masks[:, :, :1]) >= self.config.dynamic_multimask_stability_thresh
+        is_stable = stability_scores(masks[:, :, :1], self.config.dynamic_multimask_stability_delta) >= (
+            self.config.dynamic_multimask_stability_thresh)
         return (jnp.where(is_stable[..., None, None], masks[:, :, :1], best_masks),
                 jnp.where(is_stable, iou_pred[:, :, :1], best_iou))
