@@ -90,11 +90,8 @@ class Sam2Model:
 
     @classmethod
     def from_config(cls, config: Sam2Config, seed: int = 0, dtype=jnp.float32) -> "Sam2Model":
-        """A model with random weights (flax initialisers), e.g. for tests and demos."""
-        size = config.vision_config.backbone_config.image_size
-        module = Sam2ImageModule(replace(config, model_type="sam2"))
-        params = jax.jit(module.init)(jax.random.PRNGKey(seed), jnp.zeros((1, *size, 3)))["params"]
-        return cls(config, params, dtype)
+        """A model with random weights (`weights.random_params`), e.g. for tests, demos and training."""
+        return cls(config, weights.random_params(cls.abstract_params(config), seed), dtype)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, dtype=jnp.float32) -> "Sam2Model":

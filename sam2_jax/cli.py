@@ -362,6 +362,13 @@ class _Sink:
             writer.write(frame_idx, masks, obj_ids, frame=frame)
 
 
+def _masks(processor, pred_masks, size: tuple[int, int], args) -> np.ndarray:
+    """Low-res logits (N, 1, h, w) -> bool (N, H, W) at the video's size, with the asked-for clean-up."""
+    return processor.post_process_masks(
+        [pred_masks], [size], binarize=True, max_hole_area=args.fill_holes, max_sprinkle_area=args.remove_sprinkles,
+        apply_non_overlapping_constraints=args.non_overlap)[0][:, 0]
+
+
 def cmd_track(args) -> int:
     import jax.numpy as jnp
 
@@ -388,7 +395,7 @@ def cmd_track(args) -> int:
         fps = source.fps or 24.0
         print(f"video: {args.video}: {num_frames} frames of {width}x{height}"
               + (f" at {source.fps:.3g} fps" if source.fps else ""))
-        print(f"prompts: {len({p.obj_id for p in prompts})} objects on frames "
+        print(f"prompts: object ids {sorted({p.obj_id for p in prompts})} on frames "
               f"{sorted({p.frame for p in prompts})}")
 
         paths = output_paths(Path(args.out), _video_name(args.video), formats)
@@ -407,24 +414,17 @@ def cmd_track(args) -> int:
         began = time.perf_counter()
         apply_prompts(model, processor, session, prompts)
         sink = _Sink(writers, source, in_order=passes == [False])
-        bar = progress_bar(sum(len(v) for v in visits))
-        try:
+        with contextlib.closing(progress_bar(sum(len(v) for v in visits))) as bar:
             for reverse in passes:
                 for out in model.propagate_in_video_iterator(
                         session, start_frame_idx=start, reverse=reverse,
                         max_frame_num_to_track=None if args.max_frames is None else args.max_frames - 1):
-                    masks = processor.post_process_masks(
-                        [out.pred_masks], [(height, width)], binarize=True, max_hole_area=args.fill_holes,
-                        max_sprinkle_area=args.remove_sprinkles,
-                        apply_non_overlapping_constraints=args.non_overlap)[0][:, 0]
-                    sink.add(out.frame_idx, out.object_ids, masks)
+                    sink.add(out.frame_idx, out.object_ids, _masks(processor, out.pred_masks, (height, width), args))
                     bar.update(1)
-        finally:
-            bar.close()
         sink.flush()
     seconds = time.perf_counter() - began
     frames = sorted(sink.seen)
-    print(f"tracked {len(frames)} frames ({frames[0]} to {frames[-1]}) x {len(session.obj_ids)} objects in "
+    print(f"tracked {len(frames)} frames ({frames[0]} to {frames[-1]}) x {len(session.obj_ids)} object(s) in "
           f"{seconds:.1f} s: {len(frames) / seconds:.2f} frames/s (compilation included)")
     for f, path in paths.items():
         print(f"wrote {f:<7} {path}")
@@ -578,7 +578,7 @@ def _add_track_arguments(p: argparse.ArgumentParser) -> None:
                    help="track at most N frames in each direction, the start frame included (default: all)")
     g.add_argument("--reverse", action="store_true", help="track backward, toward frame 0")
     g.add_argument("--both-directions", action="store_true",
-                   help="track forward, then backward from the start frame (the reverse with --reverse)")
+                   help="track forward, then backward from the start frame (backward first with --reverse)")
     g.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                    help="compute precision (default: %(default)s)")
     g.add_argument("--image-size", type=_positive, metavar="S",
@@ -611,21 +611,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="sam2-jax", description="SAM 2 / SAM 2.1 in JAX.")
     sub = parser.add_subparsers(dest="command", required=True)
     track = sub.add_parser("track", help="segment and track objects through a video from clicks, boxes or masks",
-                           description="Segment and track objects through a video from prompts on some of "
-                                       "its frames; write the masks of every tracked frame.",
+                           description="Segment and track objects through a video from prompts on some of its\n"
+                                       "frames; write the masks of every tracked frame.",
                            epilog=TRACK_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_track_arguments(track)
     track.set_defaults(func=cmd_track)
     demo = sub.add_parser("demo", help="track shapes through a generated clip and score the result; no files "
                                        "needed")
-    demo.add_argument("--out", default="sam2_jax_demo", help="output folder (default: %(default)s)")
+    demo.add_argument("--out", default="sam2_jax_demo", metavar="DIR", help="output folder (default: %(default)s)")
     demo.add_argument("--frames", type=_int_type(lambda v: v >= 3, "an int >= 3"), default=12,
-                      help="clip length (default: %(default)s)")
-    demo.add_argument("--image-size", type=_positive, default=256,
+                      metavar="N", help="clip length (default: %(default)s)")
+    demo.add_argument("--image-size", type=_positive, default=256, metavar="S",
                       help="input size of the random-weight model (default: %(default)s)")
     demo.add_argument("--random-weights", action="store_true",
                       help="use random weights even where the trained sam2-jax-shapes model is installed")
-    demo.add_argument("--seed", type=_frame_index, default=0)
+    demo.add_argument("--seed", type=_int_type(lambda v: v >= 0, "an int >= 0"), default=0, metavar="N",
+                      help="the clip and the random weights (default: %(default)s)")
     demo.add_argument("--compile-cache", metavar="DIR", default=str(DEFAULT_COMPILE_CACHE),
                       help="as for track (default: %(default)s)")
     demo.set_defaults(func=cmd_demo)

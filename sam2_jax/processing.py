@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from .modeling.layers import bilinear_matrix
+from .modeling.layers import antialias_taps, bilinear_matrix
 
 POINT_PAD_VALUE = -10  # transformers' pad for ragged point and label lists (a zero token in the model)
 VALID_LABELS = (POINT_PAD_VALUE, -1, 0, 1, 2, 3)  # pad, not-a-point, negative, positive, box corners
@@ -128,33 +128,10 @@ def resize_image(image: np.ndarray, size: tuple[int, int], kernel: str = "uint8"
     return x
 
 
-def _aa_taps(in_size: int, out_size: int, dtype=np.float64) -> tuple[np.ndarray, np.ndarray]:
-    """Antialiased bilinear taps along one axis (the band form of `layers.antialias_bilinear_matrix`),
-    computed as ATen's `_compute_weights_aa` computes them in its scalar type: float64 for the uint8
-    kernel and float64 images, float32 for float32 images (which rounds the small weights coarsely).
-    Returns source indices (out, K) and weights (out, K) of that dtype, zero past each support."""
-    f64 = np.float64
-    scale = dtype(in_size) / dtype(out_size)
-    support = scale if scale >= 1.0 else dtype(1.0)
-    invscale = dtype(1.0 / f64(scale)) if scale >= 1.0 else dtype(1.0)
-    center = (f64(scale) * (np.arange(out_size) + 0.5)).astype(dtype)
-    # C++ int() truncates; its `+ 0.5` is a double.
-    start = np.maximum(((center - support).astype(f64) + 0.5).astype(np.int64), 0)
-    count = np.minimum(((center + support).astype(f64) + 0.5).astype(np.int64), in_size) - start
-    k = np.arange(math.ceil(support) * 2 + 1)
-    x = np.abs(((((k + start[:, None]).astype(dtype) - center[:, None]).astype(f64) + 0.5) * invscale).astype(dtype))
-    w = np.where((x < 1.0) & (k < count[:, None]), (1.0 - x.astype(f64)).astype(dtype), dtype(0))
-    total = np.zeros(out_size, dtype)
-    for j in k:  # sequential sum, as ATen
-        total = total + w[:, j]
-    w = w / np.where(total != 0, total, dtype(1))[:, None]
-    return np.minimum(start[:, None] + k, in_size - 1), w
-
-
 def _resize_axis_fixed_point(x: np.ndarray, axis: int, out_size: int) -> np.ndarray:
     """One pass of ATen's uint8 kernel: int16 weights with `precision` fractional bits, int32 sums,
     round half up, clamp to 0..255 (ATen `_compute_indices_int16_weights_aa` and the AVX convolutions)."""
-    index, w = _aa_taps(x.shape[axis], out_size)
+    index, w = antialias_taps(x.shape[axis], out_size)
     precision = 0
     while precision < 22 and int(0.5 + w.max() * (1 << (precision + 1))) < (1 << 15):
         precision += 1
@@ -167,7 +144,7 @@ def _resize_axis_fixed_point(x: np.ndarray, axis: int, out_size: int) -> np.ndar
 
 def _resize_axis_float(x: np.ndarray, axis: int, out_size: int) -> np.ndarray:
     """One pass of F.interpolate(antialias=True) in x's float dtype (sequential sums, no FMA)."""
-    index, w = _aa_taps(x.shape[axis], out_size, x.dtype.type)
+    index, w = antialias_taps(x.shape[axis], out_size, x.dtype.type)
     acc = np.zeros(_shape_with(x.shape, axis, out_size), x.dtype)
     for j in range(index.shape[1]):
         acc += np.take(x, index[:, j], axis=axis) * _along(w[:, j], axis, x.ndim)

@@ -160,6 +160,23 @@ def track_frames(module: Sam2VideoModule, params, state: TrackerState, features,
 
 
 # ----------------------------------------------------------------------------------------- host side
+def select_closest_cond_frames(frame_idx: int, cond_frames: list[int], limit: int) -> list[int]:
+    """transformers `_select_closest_cond_frames`: the closest conditioning frame before `frame_idx`, the
+    closest at or after it, then the nearest others, up to `limit` (all of them when they fit)."""
+    if len(cond_frames) <= limit:
+        return list(cond_frames)
+    selected = []
+    before = [t for t in cond_frames if t < frame_idx]
+    after = [t for t in cond_frames if t >= frame_idx]
+    if before:
+        selected.append(max(before))
+    if after:
+        selected.append(min(after))
+    rest = sorted((t for t in cond_frames if t not in selected), key=lambda t: abs(t - frame_idx))
+    return selected + rest[:limit - len(selected)]
+
+
+
 class MemoryPlanner:
     """Host mirror of the device bank: which frame each slot holds, per object; builds the index arrays of
     `StepInputs` with transformers' lookup rules (`_gather_memory_frame_outputs`, `_get_object_pointers`)."""
@@ -215,14 +232,15 @@ class MemoryPlanner:
                     pointer_index=pointer_index, pointer_mask=pointer_mask), max_pointers
 
     def cond_slot_for(self, obj: int, frame_idx: int) -> int:
-        """The conditioning slot that will hold `frame_idx` (existing slot, else the next one)."""
+        """The conditioning slot that will hold `frame_idx`: its existing slot, else the next free one, else
+        the slot of the conditioning frame farthest from it (the session keeps every conditioning memory on
+        the host and reloads the closest ones when a frame needs them)."""
         cond = self.cond_frames[obj]
         if frame_idx in cond:
             return cond.index(frame_idx)
-        if len(cond) >= self.shape.cond_capacity:
-            raise ValueError(f"more than {self.shape.cond_capacity} conditioning frames for one object: raise "
-                             "`max_conditioning_frames` when creating the session")
-        return len(cond)
+        if len(cond) < self.shape.cond_capacity:
+            return len(cond)
+        return int(np.argmax([abs(t - frame_idx) for t in cond]))
 
     def ring_slot_for(self, obj: int, frame_idx: int) -> int:
         """Ring slot for a tracked frame: its existing slot, else an empty one, else the farthest frame."""
@@ -237,6 +255,8 @@ class MemoryPlanner:
         cond = self.cond_frames[obj]
         if slot == len(cond):
             cond.append(frame_idx)
+        else:
+            cond[slot] = frame_idx
 
     def commit_ring(self, obj: int, slot: int, frame_idx: int):
         self.ring_frames[obj][slot] = frame_idx

@@ -43,6 +43,7 @@ class _ObjectTrack:
     point_inputs: dict = dataclasses.field(default_factory=dict)  # frame -> (coords (K,2) f32, labels (K,) i32)
     mask_inputs: dict = dataclasses.field(default_factory=dict)  # frame -> (S,S,1) float32
     cond_outputs: dict = dataclasses.field(default_factory=dict)  # frame -> (pred_masks (h,w), score float)
+    cond_memories: dict = dataclasses.field(default_factory=dict)  # frame -> (features (L,M), pointer (C,))
     tracked: dict = dataclasses.field(default_factory=dict)  # frame -> {"reverse": bool}
     memories: dict = dataclasses.field(default_factory=dict)  # tracked frame -> (features, pointer) or None
 
@@ -61,8 +62,10 @@ class Sam2VideoInferenceSession:
       which the next propagation overwrites);
     - `clear_non_cond_mem_around_input`: a prompt on a frame drops that object's tracked-frame memories within
       `num_maskmem` frames of it, so stale memories near a correction do not pull the mask back.
-    - `max_conditioning_frames`: device slots for conditioning frames per object (transformers keeps all);
-      exceeding it is an error that names this setting.
+    - `max_conditioning_frames`: device slots for conditioning frames per object. transformers attends to all
+      of them (`max_cond_frame_num=-1`); beyond this many, each frame attends to the closest ones, chosen
+      as transformers' `max_cond_frame_num` chooses them (the closest before, the closest after, then the
+      nearest), with only their pointers (transformers would also take the others' pointers).
     """
 
     def __init__(self, video=None, video_height: int | None = None, video_width: int | None = None,
@@ -386,10 +389,8 @@ class Sam2VideoModel:
 
     @classmethod
     def from_config(cls, config: Sam2Config, seed: int = 0, dtype=jnp.float32) -> "Sam2VideoModel":
-        size = config.vision_config.backbone_config.image_size
-        module = Sam2VideoModule(replace(config, model_type="sam2_video"))
-        params = jax.jit(module.init)(jax.random.PRNGKey(seed), jnp.zeros((1, *size, 3)))["params"]
-        return cls(config, params, dtype)
+        """A model with random weights (`weights.random_params`), e.g. for tests, demos and training."""
+        return cls(config, weights.random_params(cls.abstract_params(config), seed), dtype)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, dtype=jnp.float32) -> "Sam2VideoModel":
@@ -448,7 +449,7 @@ class Sam2VideoModel:
         while pos < len(order):
             chunk = order[pos:pos + self.scan_length]
             outputs = self._run_frames_scanned(session, chunk, reverse) if len(chunk) == self.scan_length else []
-            if not outputs:  # a mask prompt, a memory refill or the tail: one frame at a time
+            if not outputs:  # a prompted frame, a memory refill or the tail: one frame at a time
                 outputs = [self._run_frame(session, order[pos], reverse, True, lookahead=order)]
             pos += len(outputs)
             yield from outputs
@@ -550,15 +551,15 @@ class Sam2VideoModel:
         return self._record(session, frame_idx, plan, writes, out)
 
     def _run_frames_scanned(self, session, frames: list[int], reverse: bool) -> list[Sam2VideoSegmentationOutput]:
-        """Frames without mask prompts or memory refills, as one jitted `lax.scan` (same step, same numbers).
+        """Tracked frames (no prompts, no memory refills) as one jitted `lax.scan` (same step, same numbers).
 
         Returns the outputs of the leading frames that qualified (possibly none)."""
         self._ensure_bank(session)
         planned = []
         for f in frames:
             plan = self._plan_frame(session, f, reverse)
-            if any(p["mask"] is not None for p in plan):
-                break
+            if any(p["ran"] and (p["from_prompt"] or p["as_cond"]) for p in plan):
+                break  # prompted frames run on their own: the scan compiles for tracking shapes only
             step = self._step_inputs(session, f, plan, True, refill=False)
             if step is None:
                 break
@@ -584,10 +585,12 @@ class Sam2VideoModel:
         rows, write_cond, write_recent, max_pointers = [], [], [], None
         cond_width = planner.cond_width()
         for i, p in enumerate(plan):
-            if p["use_memory"] and not self._ring_ready(session, i, frame_idx, p["reverse"]):
+            if p["use_memory"] and not (self._ring_ready(session, i, frame_idx, p["reverse"])
+                                        and self._cond_ready(session, i, frame_idx)):
                 if not refill:
                     return None
                 self._refill(session, i, frame_idx, p["reverse"])
+                self._reload_cond(session, i, frame_idx)
             inputs, max_pointers = planner.memory_inputs(i, frame_idx, p["reverse"], session.num_frames,
                                                          session.streaming, cond_width)
             rows.append(inputs)
@@ -671,6 +674,29 @@ class Sam2VideoModel:
         track = session._objects[obj]
         return [f for f in window if f in track.memories and f >= 0 and (session.streaming or f < n)]
 
+    @staticmethod
+    def _cond_selection(session, obj: int, frame_idx: int) -> list[int]:
+        """The conditioning frames this object attends to at `frame_idx` (all, or the closest that fit)."""
+        frames = list(session._objects[obj].cond_memories)
+        return tracker.select_closest_cond_frames(frame_idx, frames, session.max_conditioning_frames)
+
+    def _cond_ready(self, session, obj: int, frame_idx: int) -> bool:
+        return set(self._cond_selection(session, obj, frame_idx)) == set(session._planner.cond_frames[obj])
+
+    def _reload_cond(self, session, obj: int, frame_idx: int):
+        """Put the selected conditioning memories in the device slots (when there are more than fit)."""
+        if self._cond_ready(session, obj, frame_idx):
+            return
+        track, state = session._objects[obj], session._state
+        selected = self._cond_selection(session, obj, frame_idx)
+        feats = np.zeros(state.cond_features.shape[1:], jnp.bfloat16)
+        ptrs = np.zeros(state.cond_pointers.shape[1:], np.float32)
+        for slot, f in enumerate(selected):
+            feats[slot], ptrs[slot] = track.cond_memories[f]
+        session._state = state._replace(cond_features=state.cond_features.at[obj].set(feats),
+                                        cond_pointers=state.cond_pointers.at[obj].set(ptrs))
+        session._planner.cond_frames[obj] = list(selected)
+
     def _ring_ready(self, session, obj: int, frame_idx: int, reverse: bool) -> bool:
         ring = session._planner.ring_frames[obj]
         return all(f in ring for f in self._needed_memories(session, obj, frame_idx, reverse))
@@ -741,6 +767,8 @@ class Sam2VideoModel:
                 pred_masks[i], scores[i] = track.cond_outputs[frame_idx]
             elif p["as_cond"]:
                 track.cond_outputs[frame_idx] = (pred_masks[i].copy(), float(scores[i]))
+                track.cond_memories[frame_idx] = (np.asarray(out["maskmem_features"][i]).reshape(-1, memory_dim),
+                                                  np.asarray(out["object_pointer"][i]))
             elif keep and frame_idx in track.memories:
                 track.memories[frame_idx] = (np.asarray(out["maskmem_features"][i]).reshape(-1, memory_dim),
                                              np.asarray(out["object_pointer"][i]))

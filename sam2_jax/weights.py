@@ -97,12 +97,46 @@ def state_dict_to_params(state_dict: Mapping[str, np.ndarray], abstract_params: 
     return unflatten_dict(params)
 
 
+def random_params(abstract_params: Mapping[str, Any], seed: int = 0) -> dict[str, Any]:
+    """Random weights shaped like `abstract_params`, without tracing the model's init (which takes a minute
+    to compile at full size): LeCun-normal kernels, zero biases, unit LayerNorm scales, N(0, 1) Fourier
+    matrices and N(0, 0.02) for every other tensor (tokens, embeddings, position embeddings)."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for path, leaf in flatten_dict(dict(abstract_params)).items():
+        shape, name = tuple(leaf.shape), path[-1]
+        if name == "kernel":
+            value = rng.standard_normal(shape) / np.sqrt(max(int(np.prod(shape[:-1])), 1))
+        elif name == "bias":
+            value = np.zeros(shape)
+        elif name == "scale":
+            value = np.ones(shape)
+        elif name == "positional_embedding":
+            value = rng.standard_normal(shape)
+        else:
+            value = 0.02 * rng.standard_normal(shape)
+        out[path] = value.astype(leaf.dtype)
+    return unflatten_dict(out)
+
+
 def _torch_shape(path, shape) -> tuple[int, ...]:
     _, arr = _to_torch(path, np.zeros(shape, np.float32))
     return tuple(arr.shape)
 
 
 # ----------------------------------------------------------------------------------------- files
+PACKAGED = ("sam2-jax-shapes",)  # checkpoints shipped in sam2_jax/pretrained/
+
+
+def resolve_pretrained(name_or_path: str | os.PathLike) -> str:
+    """The folder of a checkpoint: an existing folder as given, else a name of PACKAGED as its folder inside
+    the package, else the argument unchanged (the loader then reports it)."""
+    path = os.fspath(name_or_path)
+    if not os.path.isdir(path) and path in PACKAGED:
+        return os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained", path)
+    return path
+
+
 def read_state_dict(folder: str | os.PathLike) -> dict[str, np.ndarray]:
     """All tensors of a transformers checkpoint folder (single or sharded safetensors) as numpy."""
     from safetensors.numpy import load_file

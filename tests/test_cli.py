@@ -25,6 +25,7 @@ from sam2_jax.data import generate_clip
 from sam2_jax.video import make_writer
 
 FRAMES = 8
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +155,7 @@ def test_track_video_file_every_format(demo, clip_video, tmp_path, capsys, cache
                    "--format", "davis,sav", "--format", "coco", "--format", "overlay", cache=cache)
     assert status == 0
     captured = capsys.readouterr()
-    assert f"tracked {FRAMES} frames (0 to {FRAMES - 1}) x 2 objects" in captured.out
+    assert f"tracked {FRAMES} frames (0 to {FRAMES - 1}) x 2 object(s)" in captured.out
     assert "frames/s" in captured.out and str(tmp_path / "davis" / "clip") in captured.out
     assert "frame/s" in captured.err  # the progress bar
     check_outputs(tmp_path, "clip", list(range(FRAMES)), clip.obj_ids, (96, 128))
@@ -208,6 +209,16 @@ def test_track_direction_and_range(demo, clip_video, tmp_path, options, frames, 
 # ---------------------------------------------------------------------------------------------
 
 
+def _faststart_mp4(path: Path, frames: np.ndarray) -> None:
+    """An mp4 whose index (moov) comes before the frames."""
+    with av.open(str(path), "w", options={"movflags": "faststart"}) as container:
+        stream = container.add_stream("libx264", rate=8)
+        stream.height, stream.width, stream.pix_fmt = *frames.shape[1:3], "yuv420p"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+
+
 def _bad_inputs(root: Path, model: Path, clip) -> dict[str, tuple[list, str]]:
     """name -> (track arguments, a phrase the error must contain); files made under `root`."""
     (root / "not_video.mp4").write_text("hello, I am text")
@@ -223,7 +234,8 @@ def _bad_inputs(root: Path, model: Path, clip) -> dict[str, tuple[list, str]]:
     return {
         "missing file": ([root / "missing.mp4"], "does not exist"),
         "not a video": ([root / "not_video.mp4"], "not a readable video"),
-        "truncated video": ([root / "truncated.mp4"], "truncated.mp4"),
+        "cut-off video": ([root / "cut.mp4"], "not a readable video"),
+        "truncated video": ([root / "truncated.mp4"], "the file is truncated"),
         "empty folder": ([root / "empty"], "found none"),
         "frames of mixed sizes": ([root / "mixed"], "00001.png"),
         "prompt past the end": ([video, "--frame", "8", "--point", "5,5"], "past the end of the video (8 frames"),
@@ -254,7 +266,10 @@ def test_bad_input_is_one_line_and_leaves_nothing(demo, clip_video, tmp_path, ca
     model = demo[0] / "checkpoint"
     shutil.copy(root / "clip.mp4", tmp_path / "video.mp4")
     data = (root / "clip.mp4").read_bytes()
-    (tmp_path / "truncated.mp4").write_bytes(data[:len(data) // 2])
+    (tmp_path / "cut.mp4").write_bytes(data[:len(data) // 2])  # its index (at the end) is gone
+    _faststart_mp4(tmp_path / "whole.mp4", clip.frames)  # index first: cut, it still opens
+    data = (tmp_path / "whole.mp4").read_bytes()
+    (tmp_path / "truncated.mp4").write_bytes(data[:len(data) * 2 // 3])
     Image.fromarray(clip.masks[0, 0]).save(tmp_path / "mask.png")
     (tmp_path / "mask.json").write_text('[{"obj_id": 1, "mask": "mask.png"}]')
     cases = _bad_inputs(tmp_path, model, clip)

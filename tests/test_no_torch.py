@@ -16,6 +16,16 @@ inputs = processor(images=image, input_points=[[[[80, 60]]]], input_labels=[[[1]
 out = model(**inputs)
 masks = processor.post_process_masks(out.pred_masks, inputs["original_sizes"])
 assert masks[0].shape == (1, 3, 120, 160), masks[0].shape
+
+from sam2_jax import Sam2VideoModel, Sam2VideoProcessor
+from sam2_jax.config import small_config
+video_model = Sam2VideoModel.from_config(small_config(image_size=128))
+video_processor = Sam2VideoProcessor(size=128)
+session = video_processor.init_video_session(video=np.zeros((3, 60, 80, 3), np.uint8))
+video_processor.add_inputs_to_inference_session(session, frame_idx=0, obj_ids=1, input_points=[[[[40, 30]]]],
+                                                input_labels=[[[1]]])
+frames = [out.frame_idx for out in video_model.propagate_in_video_iterator(session, start_frame_idx=0)]
+assert frames == [0, 1, 2], frames
 assert "torch" not in sys.modules, "torch was imported"
 print("ok")
 """

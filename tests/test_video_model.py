@@ -84,14 +84,14 @@ def _run(model, processor, session, actions, hf: bool):
     return outputs
 
 
-def run_flow(pair, actions, video=None, name="flow"):
+def run_flow(pair, actions, video=None, name="flow", **session_options):
     """Run `actions` on both implementations and compare every output frame."""
     video = _video() if video is None else video
     with torch.no_grad():  # transformers empties the caller's obj_ids lists: give each run its own copy
         hf_session = pair.hf_processor.init_video_session(video=video if video else None, inference_device="cpu")
         expected = _run(pair.hf, pair.hf_processor, hf_session, copy.deepcopy(actions), hf=True)
     with jax.default_matmul_precision("highest"):
-        session = pair.processor.init_video_session(video=video if video else None)
+        session = pair.processor.init_video_session(video=video if video else None, **session_options)
         got = _run(pair.ours, pair.processor, session, copy.deepcopy(actions), hf=False)
     assert [o.frame_idx for o in got] == [o.frame_idx for o in expected]
     assert len(got) > 0
@@ -407,3 +407,35 @@ def test_propagate_in_video_both_directions_covers_the_video(pair):
     outputs = pair.ours.propagate_in_video(session, start_frame_idx=10, both_directions=True)
     assert sorted(outputs) == list(range(NUM_FRAMES))
     assert all(o.pred_masks.shape == (1, 1, 64, 64) for o in outputs.values())
+
+
+def test_more_conditioning_frames_than_slots_matches_max_cond_frame_num(pair, monkeypatch):
+    """Three prompted frames, two slots: transformers with max_cond_frame_num=2 picks the same closest frames.
+    Compared up to frame 8: past it transformers also takes the pointer of the unselected frame 0."""
+    monkeypatch.setattr(pair.hf.config, "max_cond_frame_num", 2)
+    actions = []
+    for f in (0, 8, 16):
+        actions += [("add", dict(frame_idx=f, obj_ids=1, input_points=pts((70 + 4 * f, 80)), input_labels=[[[1]]])),
+                    ("forward", f)]
+    actions.append(("propagate", {"start_frame_idx": 0, "max_frame_num_to_track": 8}))
+    run_flow(pair, actions, name="closest conditioning frames", max_conditioning_frames=2)
+
+
+def test_more_conditioning_frames_than_slots_keeps_the_closest(pair):
+    """With capacity 2 and prompts on frames 0, 8 and 16, frame 18 attends to 16 and 8 (closest before, then
+    nearest): it must equal a session that only ever had those two prompts' memories in reach."""
+    model, processor = pair.ours, pair.processor
+    session = _session(pair, max_conditioning_frames=2)
+    for f in (0, 8, 16):
+        processor.add_inputs_to_inference_session(session, frame_idx=f, obj_ids=1, input_points=pts((70 + 4 * f, 80)),
+                                                  input_labels=[[[1]]])
+        model(inference_session=session, frame_idx=f)
+    assert sorted(session._planner.cond_frames[0]) == [8, 16]
+    out = model(inference_session=session, frame_idx=2)  # closest before: 0, closest after: 8
+    assert sorted(session._planner.cond_frames[0]) == [0, 8]
+    assert out.pred_masks.shape == (1, 1, 64, 64)
+    from sam2_jax.tracker import select_closest_cond_frames
+
+    assert select_closest_cond_frames(18, [0, 8, 16], 2) == [16, 8]
+    assert select_closest_cond_frames(5, [0, 8, 16], 2) == [0, 8]
+    assert select_closest_cond_frames(5, [0, 8, 16], 5) == [0, 8, 16]

@@ -129,21 +129,36 @@ def bilinear_matrix(in_size: int, out_size: int) -> np.ndarray:
     return w
 
 
+def antialias_taps(in_size: int, out_size: int, dtype=np.float64) -> tuple[np.ndarray, np.ndarray]:
+    """F.interpolate(mode="bilinear", antialias=True) taps along one axis, computed as ATen's
+    `_compute_weights_aa` computes them in its scalar type: float64 for the uint8 kernel and float64 images,
+    float32 for float32 images (which rounds the small weights coarsely).
+    Returns source indices (out, K) and weights (out, K) of that dtype, zero past each support."""
+    f64 = np.float64
+    scale = dtype(in_size) / dtype(out_size)
+    support = scale if scale >= 1.0 else dtype(1.0)
+    invscale = dtype(1.0 / f64(scale)) if scale >= 1.0 else dtype(1.0)
+    center = (f64(scale) * (np.arange(out_size) + 0.5)).astype(dtype)
+    # C++ int() truncates; its `+ 0.5` is a double.
+    start = np.maximum(((center - support).astype(f64) + 0.5).astype(np.int64), 0)
+    count = np.minimum(((center + support).astype(f64) + 0.5).astype(np.int64), in_size) - start
+    k = np.arange(math.ceil(support) * 2 + 1)
+    x = np.abs(((((k + start[:, None]).astype(dtype) - center[:, None]).astype(f64) + 0.5) * invscale).astype(dtype))
+    w = np.where((x < 1.0) & (k < count[:, None]), (1.0 - x.astype(f64)).astype(dtype), dtype(0))
+    total = np.zeros(out_size, dtype)
+    for j in k:  # sequential sum, as ATen
+        total = total + w[:, j]
+    w = w / np.where(total != 0, total, dtype(1))[:, None]
+    return np.minimum(start[:, None] + k, in_size - 1), w
+
+
+
 @functools.lru_cache(maxsize=None)
 def antialias_bilinear_matrix(in_size: int, out_size: int) -> np.ndarray:
     """F.interpolate(mode="bilinear", align_corners=False, antialias=True) along one axis."""
-    scale = in_size / out_size
-    support = scale if scale >= 1.0 else 1.0
-    invscale = 1.0 / scale if scale >= 1.0 else 1.0
+    index, taps = antialias_taps(in_size, out_size)
     w = np.zeros((out_size, in_size), np.float64)
-    for i in range(out_size):
-        center = scale * (i + 0.5)
-        xmin = max(int(center - support + 0.5), 0)
-        xmax = min(int(center + support + 0.5), in_size)
-        j = np.arange(xmin, xmax)
-        wj = np.maximum(0.0, 1.0 - np.abs((j - center + 0.5) * invscale))
-        total = wj.sum()
-        w[i, xmin:xmax] = wj / total if total != 0 else wj
+    np.add.at(w, (np.arange(out_size)[:, None], index), taps)
     return w.astype(np.float32)
 
 

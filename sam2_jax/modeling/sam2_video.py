@@ -72,7 +72,7 @@ class Sam2VideoModule(Sam2ImageModule):
             out = module.memory_attention(
                 level2.reshape(n, h * w, c), level2_pos.reshape(1, h * w, c), memory.astype(level2.dtype),
                 memory_pos, memory_mask, tokens, tokens_pos, tokens_mask)
-            return out.reshape(n, h, w, c)
+            return out.reshape(n, h, w, c).astype(level2.dtype)
 
         if self.is_initializing():  # create the params (a cond cannot create them in one branch only)
             attended = attend(self)
