@@ -65,8 +65,55 @@ def _cast_floats(tree, dtype):
     return jax.tree_util.tree_map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
 
 
-class Sam2Model:
-    """SAM 2 image segmentation, mirroring transformers `Sam2Model` (weights from a transformers folder)."""
+class PretrainedModel:
+    """Construction, loading and saving shared by `Sam2Model` and `Sam2VideoModel`."""
+
+    module_class: type  # the flax module
+    model_type: str  # the transformers model_type written by save_pretrained
+    accepted_model_types: tuple[str, ...]  # checkpoints from_pretrained reads
+    ignored_keys: tuple[str, ...] = ()  # checkpoint tensors the module does not use (regexes)
+
+    @classmethod
+    def abstract_params(cls, config: Sam2Config):
+        """Param shapes for `config` (nothing is allocated)."""
+        size = config.vision_config.backbone_config.image_size
+        module = cls.module_class(replace(config, model_type=cls.model_type))
+        return jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), jnp.zeros((1, *size, 3))))["params"]
+
+    @classmethod
+    def from_config(cls, config: Sam2Config, seed: int = 0, dtype=jnp.float32):
+        """A model with random weights (`weights.random_params`), e.g. for tests, demos and training."""
+        return cls(config, weights.random_params(cls.abstract_params(config), seed), dtype)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, dtype=jnp.float32):
+        """Load a transformers checkpoint folder (or a packaged model by name, `weights.PACKAGED`); strict: every
+        tensor must fit the config."""
+        folder = weights.resolve_pretrained(pretrained_model_name_or_path)
+        if not os.path.isdir(folder):
+            raise ValueError(f"pretrained_model_name_or_path: expected a checkpoint folder, got {folder!r}, which "
+                             "is not a folder (hub downloads are not supported: download it first)")
+        config = weights.read_config(folder)
+        if config.model_type not in cls.accepted_model_types:
+            raise ValueError(f"pretrained_model_name_or_path: expected a checkpoint of model_type "
+                             f"{' or '.join(map(repr, cls.accepted_model_types))}, got {config.model_type!r}")
+        params = weights.state_dict_to_params(weights.read_state_dict(folder), cls.abstract_params(config),
+                                              ignore=cls.ignored_keys)
+        return cls(config, params, dtype)
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> None:
+        """Write config.json + model.safetensors (float32) that transformers loads strictly."""
+        weights.save_checkpoint(save_directory, _cast_floats(self.params, jnp.float32), self.config)
+
+
+class Sam2Model(PretrainedModel):
+    """SAM 2 image segmentation, mirroring transformers `Sam2Model` (weights from a transformers folder;
+    a video checkpoint works too, its memory tensors are ignored as transformers ignores them)."""
+
+    module_class = Sam2ImageModule
+    model_type = "sam2"
+    accepted_model_types = ("sam2", "sam2_video")
+    ignored_keys = VIDEO_ONLY_KEYS
 
     def __init__(self, config: Sam2Config, params: dict[str, Any], dtype=jnp.float32):
         self.config = replace(config, model_type="sam2")
@@ -79,35 +126,6 @@ class Sam2Model:
             lambda p, emb, pts, lbl, box, msk, pmask, multimask: apply(
                 {"params": p}, emb, pts, lbl, box, msk, pmask, multimask, method=Sam2ImageModule.decode),
             static_argnums=(7,))
-
-    # ------------------------------------------------------------------ construction and saving
-    @classmethod
-    def abstract_params(cls, config: Sam2Config):
-        """Param shapes of the image model for `config` (no memory is allocated)."""
-        size = config.vision_config.backbone_config.image_size
-        module = Sam2ImageModule(replace(config, model_type="sam2"))
-        return jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), jnp.zeros((1, *size, 3))))["params"]
-
-    @classmethod
-    def from_config(cls, config: Sam2Config, seed: int = 0, dtype=jnp.float32) -> "Sam2Model":
-        """A model with random weights (`weights.random_params`), e.g. for tests, demos and training."""
-        return cls(config, weights.random_params(cls.abstract_params(config), seed), dtype)
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, dtype=jnp.float32) -> "Sam2Model":
-        """Load a transformers checkpoint folder (model_type "sam2" or "sam2_video"); strict."""
-        folder = os.fspath(pretrained_model_name_or_path)
-        if not os.path.isdir(folder):
-            raise ValueError(f"pretrained_model_name_or_path: expected a checkpoint folder, got {folder!r}, which "
-                             "is not a folder (hub downloads are not supported: download it first)")
-        config = weights.read_config(folder)
-        state_dict = weights.read_state_dict(folder)
-        params = weights.state_dict_to_params(state_dict, cls.abstract_params(config), ignore=VIDEO_ONLY_KEYS)
-        return cls(config, params, dtype)
-
-    def save_pretrained(self, save_directory: str | os.PathLike) -> None:
-        """Write config.json + model.safetensors (float32) that transformers' Sam2Model loads strictly."""
-        weights.save_checkpoint(save_directory, _cast_floats(self.params, jnp.float32), self.config)
 
     # ------------------------------------------------------------------------------- inference
     def get_image_embeddings(self, pixel_values) -> list:

@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 from typing import Any, Iterator
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import processing, tracker, weights
-from .api import BatchFeature, ModelOutput, Sam2Processor, _bucket, _cast_floats
+from . import processing, tracker
+from .api import ModelOutput, PretrainedModel, Sam2Processor, _bucket, _cast_floats
 from .config import Sam2Config, replace
 from .modeling.sam2_video import Sam2VideoModule
 
@@ -233,7 +232,7 @@ def _jax_device(device, name):
 class Sam2VideoProcessor(Sam2Processor):
     """transformers `Sam2VideoProcessor`: frames in, prompts into a session, masks out."""
 
-    def __call__(self, images=None, device=None, **kwargs) -> BatchFeature:
+    def __call__(self, images=None, device=None, **kwargs):
         """As `Sam2Processor.__call__`; `device` is accepted (arrays land on JAX's default device)."""
         return super().__call__(images=images, **kwargs)
 
@@ -368,8 +367,12 @@ class Sam2VideoProcessor(Sam2Processor):
         return super().post_process_masks(masks, original_sizes, **kwargs)
 
 
-class Sam2VideoModel:
+class Sam2VideoModel(PretrainedModel):
     """SAM 2 video tracking, mirroring transformers `Sam2VideoModel` (weights from a transformers folder)."""
+
+    module_class = Sam2VideoModule
+    model_type = "sam2_video"
+    accepted_model_types = ("sam2_video",)
 
     def __init__(self, config: Sam2Config, params: dict[str, Any], dtype=jnp.float32):
         self.config = replace(config, model_type="sam2_video")
@@ -380,33 +383,6 @@ class Sam2VideoModel:
         self._encode = jax.jit(functools.partial(tracker.encode_frames, module))
         self._step = jax.jit(functools.partial(tracker.track_step, module), donate_argnums=(1,))
         self._scan = jax.jit(functools.partial(tracker.track_frames, module), donate_argnums=(1,))
-
-    @classmethod
-    def abstract_params(cls, config: Sam2Config):
-        size = config.vision_config.backbone_config.image_size
-        module = Sam2VideoModule(replace(config, model_type="sam2_video"))
-        return jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), jnp.zeros((1, *size, 3))))["params"]
-
-    @classmethod
-    def from_config(cls, config: Sam2Config, seed: int = 0, dtype=jnp.float32) -> "Sam2VideoModel":
-        """A model with random weights (`weights.random_params`), e.g. for tests, demos and training."""
-        return cls(config, weights.random_params(cls.abstract_params(config), seed), dtype)
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, dtype=jnp.float32) -> "Sam2VideoModel":
-        folder = os.fspath(pretrained_model_name_or_path)
-        if not os.path.isdir(folder):
-            raise ValueError(f"pretrained_model_name_or_path: expected a checkpoint folder, got {folder!r}, which "
-                             "is not a folder (hub downloads are not supported: download it first)")
-        config = weights.read_config(folder)
-        if config.model_type != "sam2_video":
-            raise ValueError(f"pretrained_model_name_or_path: expected a video checkpoint (model_type 'sam2_video'), "
-                             f"got model_type {config.model_type!r}; use Sam2Model for image checkpoints")
-        params = weights.state_dict_to_params(weights.read_state_dict(folder), cls.abstract_params(config))
-        return cls(config, params, dtype)
-
-    def save_pretrained(self, save_directory: str | os.PathLike) -> None:
-        weights.save_checkpoint(save_directory, _cast_floats(self.params, jnp.float32), self.config)
 
     # ------------------------------------------------------------------------------------ inference
     def __call__(self, inference_session: Sam2VideoInferenceSession, frame_idx: int | None = None, frame=None,

@@ -8,7 +8,6 @@ import transformers
 
 import jax
 from sam2_jax import Sam2Model
-from sam2_jax.api import VIDEO_ONLY_KEYS
 from sam2_jax.config import PRESETS, replace, small_config
 from sam2_jax import weights
 from reference import assert_close, assert_same_binary, hf_config, randomize_, state_dict_numpy

@@ -11,7 +11,7 @@ import transformers
 from transformers.models.sam2_video.video_processing_sam2_video import Sam2VideoVideoProcessor
 
 import jax
-from sam2_jax.config import replace, small_config
+from sam2_jax.config import small_config
 from sam2_jax.video_api import Sam2VideoModel, Sam2VideoProcessor
 from reference import hf_config, randomize_, to_numpy
 
@@ -251,7 +251,8 @@ def test_bad_input_raises_and_leaves_the_session_unchanged(pair):
         (lambda: processor.add_inputs_to_inference_session(session, frame_idx=2, obj_ids=1, input_points=pts((1, 1)),
                                                            input_labels=[[[1, 1]]]), ValueError, "labels"),
         (lambda: processor.add_inputs_to_inference_session(session, frame_idx=2, obj_ids=1, input_points=pts((1, 1)),
-                                                           input_masks=mask), ValueError, "input_masks"),
+                                                           input_labels=[[[1]]], input_masks=mask), ValueError,
+         "input_masks"),
         (lambda: processor.add_inputs_to_inference_session(session, frame_idx=2, obj_ids=[1, 2],
                                                            input_points=pts((1, 1)), input_labels=[[[1]]]),
          ValueError, "number of object ids"),
