@@ -424,7 +424,8 @@ class Sam2VideoModel(PretrainedModel):
         pos = 0
         while pos < len(order):
             chunk = order[pos:pos + self.scan_length]
-            outputs = self._run_frames_scanned(session, chunk, reverse) if len(chunk) == self.scan_length else []
+            outputs = (self._run_frames_scanned(session, chunk, reverse, order) if len(chunk) == self.scan_length
+                       else [])
             if not outputs:  # a prompted frame, a memory refill or the tail: one frame at a time
                 outputs = [self._run_frame(session, order[pos], reverse, True, lookahead=order)]
             pos += len(outputs)
@@ -481,8 +482,10 @@ class Sam2VideoModel(PretrainedModel):
             if frame_idx in lookahead:
                 pos = list(lookahead).index(frame_idx)
                 batch = list(lookahead[pos:pos + self.encode_batch_size])
-            pixels = jnp.stack([self._pixel_values(session, f) for f in batch])
-            (s0, s1, level2), pe = self._encode(self.params, pixels)
+            frames = [self._pixel_values(session, f) for f in batch]
+            if frame_idx in lookahead:  # look-ahead batches always have the same size: one compilation
+                frames += frames[-1:] * (self.encode_batch_size - len(batch))
+            (s0, s1, level2), pe = self._encode(self.params, jnp.stack(frames))
             for i, f in enumerate(batch):
                 cache[f] = ((s0[i:i + 1], s1[i:i + 1], level2[i:i + 1]), pe)
             keep = max(session.max_vision_features_cache_size, len(batch))
@@ -526,7 +529,8 @@ class Sam2VideoModel(PretrainedModel):
         self._advance(session, frame_idx, plan, writes)
         return self._record(session, frame_idx, plan, writes, out)
 
-    def _run_frames_scanned(self, session, frames: list[int], reverse: bool) -> list[Sam2VideoSegmentationOutput]:
+    def _run_frames_scanned(self, session, frames: list[int], reverse: bool,
+                            order=()) -> list[Sam2VideoSegmentationOutput]:
         """Tracked frames (no prompts, no memory refills) as one jitted `lax.scan` (same step, same numbers).
 
         Returns the outputs of the leading frames that qualified (possibly none)."""
@@ -545,7 +549,7 @@ class Sam2VideoModel(PretrainedModel):
             planned.append((f, plan, *step))
         if not planned:
             return []
-        features = [self._features(session, f, frames) for f, *_ in planned]
+        features = [self._features(session, f, order) for f, *_ in planned]
         pe = features[0][1]
         stacked_features = tuple(jnp.concatenate([feat[0][k] for feat in features]) for k in range(3))
         inputs = jax.tree_util.tree_map(lambda *xs: np.stack(xs), *[step_inputs for _, _, step_inputs, _ in planned])

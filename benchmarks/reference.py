@@ -1,0 +1,33 @@
+"""The torch side of the benchmarks: transformers `Sam2VideoModel` with every parameter randomised (the
+parity tests' `randomize_`), saved where sam2-jax loads the same weights, and its processor."""
+
+from __future__ import annotations
+
+import torch
+import transformers
+from transformers.models.sam2_video.video_processing_sam2_video import Sam2VideoVideoProcessor
+
+from sam2_jax.config import Sam2Config
+from tests.reference import hf_config, randomize_
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+no_grad = torch.no_grad
+
+
+def randomised_model(config: Sam2Config, folder: str, seed: int = 0) -> transformers.Sam2VideoModel:
+    """transformers `Sam2VideoModel` with random weights on DEVICE, also saved to `folder` (a checkpoint folder)."""
+    torch.manual_seed(seed)
+    model = randomize_(transformers.Sam2VideoModel(hf_config(config)).eval(), seed=seed)
+    model.save_pretrained(folder)
+    return model.to(DEVICE)
+
+
+def load(folder: str) -> transformers.Sam2VideoModel:
+    return transformers.Sam2VideoModel.from_pretrained(folder).to(DEVICE).eval()
+
+
+def processor(size: int) -> transformers.Sam2VideoProcessor:
+    """transformers `Sam2VideoProcessor` resizing frames to size x size."""
+    size = {"height": size, "width": size}
+    return transformers.Sam2VideoProcessor(image_processor=transformers.Sam2ImageProcessor(size=size),
+                                           video_processor=Sam2VideoVideoProcessor(size=size))
