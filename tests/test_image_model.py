@@ -16,13 +16,17 @@ CONFIG = replace(small_config(), model_type="sam2")
 SIZE = CONFIG.prompt_encoder_config.image_size
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
+def make_models(folder, dtype="float32"):
+    """transformers `Sam2Model` with randomised weights, saved to `folder`, and sam2-jax's model loaded from it."""
     torch.manual_seed(0)
     hf = randomize_(transformers.Sam2Model(hf_config(CONFIG)).eval(), seed=1)
-    folder = tmp_path_factory.mktemp("small")
     hf.save_pretrained(folder)
-    return hf, Sam2Model.from_pretrained(folder), folder
+    return hf, Sam2Model.from_pretrained(folder, dtype=dtype), folder
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    return make_models(tmp_path_factory.mktemp("small"))
 
 
 def _pixels(batch=1, seed=0):
@@ -33,8 +37,8 @@ def _run_both(models, name, multimask, **prompts):
     hf, ours, _ = models
     pixel_values = prompts.pop("pixel_values", _pixels())
     with torch.no_grad():
-        ref = hf(pixel_values=torch.from_numpy(pixel_values), multimask_output=multimask,
-                 **{k: torch.from_numpy(np.asarray(v)) for k, v in prompts.items()})
+        ref = hf(pixel_values=torch.from_numpy(pixel_values).to(hf.device), multimask_output=multimask,
+                 **{k: torch.from_numpy(np.asarray(v)).to(hf.device) for k, v in prompts.items()})
     with jax.default_matmul_precision("highest"):
         out = ours(pixel_values=pixel_values, multimask_output=multimask, **prompts)
     scale_name = f"{name}[multimask={multimask}]"

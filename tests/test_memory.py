@@ -2,6 +2,7 @@
 `Sam2VideoMemoryEncoder` (as `Sam2VideoModel._encode_new_memory` calls it), `Sam2VideoMemoryAttention` (as
 `_prepare_memory_conditioned_features` calls it) and `_process_object_pointers`, on randomised weights."""
 
+import dataclasses
 from types import SimpleNamespace
 
 import jax
@@ -115,12 +116,13 @@ def _slot_inputs(case, seq, num_frames, frame_slots, ptr_slots, seed):
     return tuple(jnp.asarray(a) for a in (memory, memory_pos, memory_mask, pointers, pointer_pos, pointer_mask))
 
 
-@pytest.mark.parametrize("version,num_frames,num_ptr_tokens", [("2.1", 3, 8), ("2.0", 1, 0)])
-def test_memory_attention_matches_reference(version, num_frames, num_ptr_tokens):
+@pytest.mark.parametrize("version,num_frames,num_ptr_tokens,heads", [("2.1", 3, 8, 1), ("2.0", 1, 0, 1),
+                                                                     ("2.1", 2, 4, 2)])
+def test_memory_attention_matches_reference(version, num_frames, num_ptr_tokens, heads):
     """`MemoryAttention` against transformers `Sam2VideoMemoryAttention` on the variable-length bank that
     `_prepare_memory_conditioned_features` builds; then the same memories in a larger fixed-slot bank with
-    garbage in the masked slots give the same numbers."""
-    cfg = small_config(version)
+    garbage in the masked slots give the same numbers. SAM 2 has one head; two test the per-head value path."""
+    cfg = dataclasses.replace(small_config(version), memory_attention_num_attention_heads=heads)
     hf_cfg = hf_config(cfg)
     hf_cfg._attn_implementation = "sdpa"  # what Sam2VideoModel dispatches to by default
     module = randomize_(hf.Sam2VideoMemoryAttention(hf_cfg), seed=3).eval()

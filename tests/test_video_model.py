@@ -88,7 +88,8 @@ def run_flow(pair, actions, video=None, name="flow", **session_options):
     """Run `actions` on both implementations and compare every output frame."""
     video = _video() if video is None else video
     with torch.no_grad():  # transformers empties the caller's obj_ids lists: give each run its own copy
-        hf_session = pair.hf_processor.init_video_session(video=video if video else None, inference_device="cpu")
+        hf_session = pair.hf_processor.init_video_session(video=video if video else None,
+                                                          inference_device=pair.hf.device)
         expected = _run(pair.hf, pair.hf_processor, hf_session, copy.deepcopy(actions), hf=True)
     with jax.default_matmul_precision("highest"):
         session = pair.processor.init_video_session(video=video if video else None, **session_options)

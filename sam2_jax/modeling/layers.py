@@ -46,19 +46,77 @@ class FeedForward(nn.Module):
         return jax.nn.sigmoid(x) if self.sigmoid_output else x
 
 
+# Queries per block on the XLA path: the (H, block, Lk) float32 scores then stay ~60 MB in memory attention
+# (Lk = 7 x 4096 + 64) instead of 470 MB, which measured 1.6x faster on CPU.
+_QUERY_BLOCK = 512
+
+
 def attention(query, key, value, *, scale: float, mask=None):
     """Scaled dot-product attention with the softmax in float32, as transformers' SDPA/eager paths.
 
-    query (..., Lq, H, D), key/value (..., Lk, H, D); mask (..., Lk) of booleans, True = attend.
-    Masked keys are left out of the softmax, which gives the same numbers as removing them.
-    Returns (..., Lq, H, D).
+    query (..., Lq, H, D), key (..., Lk, H, D), value (..., Lk, H, Dv) with Dv <= D; mask (..., Lk) of
+    booleans, True = attend. Masked keys are left out of the softmax, which gives the same numbers as removing
+    them. Returns (..., Lq, H, Dv).
+
+    bfloat16/float16 on a GPU runs cuDNN's fused kernel where cuDNN supports the shapes; everything else
+    (float32 parity included) runs `_xla_attention`.
     """
-    logits = jnp.einsum("...qhd,...khd->...hqk", query, key) * jnp.asarray(scale, query.dtype)
-    logits = logits.astype(jnp.float32)
+    if jax.default_backend() == "gpu" and query.dtype in (jnp.bfloat16, jnp.float16):
+        try:
+            return _cudnn_attention(query, key, value, scale, mask)
+        except NotImplementedError:  # cuDNN's own checks: head dim, GPU generation
+            pass
+    return _xla_attention(query, key, value, scale, mask)
+
+
+def _cudnn_attention(query, key, value, scale, mask):
+    """`jax.nn.dot_product_attention(implementation="cudnn")` on (B, L, H, D) views. Masked keys are moved
+    behind the valid ones (a stable sort) and cut off by `key_value_seq_lengths`, cuDNN's padding mask;
+    values narrower than the keys are zero-padded."""
+    lead, (lq, heads, d), (lk, dv) = query.shape[:-3], query.shape[-3:], (key.shape[-3], value.shape[-1])
+
+    def flat(t, length, depth):
+        return jnp.broadcast_to(t, (*lead, length, heads, depth)).reshape(-1, length, heads, depth)
+
+    query, key = flat(query, lq, d), flat(key, lk, d)
+    value = jnp.pad(flat(value, lk, dv), ((0, 0),) * 3 + ((0, d - dv),))
+    lengths = None
     if mask is not None:
-        logits = jnp.where(mask[..., None, None, :], logits, -jnp.inf)
-    weights = jax.nn.softmax(logits, axis=-1).astype(value.dtype)
-    return jnp.einsum("...hqk,...khd->...qhd", weights, value)
+        mask = jnp.broadcast_to(mask, (*lead, lk)).reshape(-1, lk)
+        order = jnp.argsort(~mask, axis=-1, stable=True)[..., None, None]
+        key, value = jnp.take_along_axis(key, order, axis=1), jnp.take_along_axis(value, order, axis=1)
+        lengths = mask.sum(-1, dtype=jnp.int32)
+    out = jax.nn.dot_product_attention(query, key, value, scale=scale, key_value_seq_lengths=lengths,
+                                       implementation="cudnn")
+    return out[..., :dv].reshape(*lead, lq, heads, dv)
+
+
+def _xla_attention(query, key, value, scale, mask):
+    """Heads first (a plain batched matmul), scores and softmax in float32, normalised after the weighted sum;
+    long query sequences in blocks of `_QUERY_BLOCK` (a `lax.map`), so the score matrix stays small."""
+    query, key, value = (jnp.swapaxes(t, -3, -2) for t in (query, key, value))  # (..., H, L, D)
+    lq = query.shape[-2]
+    # float32 scores from narrower inputs; not asked for float32 inputs, where it measured 20% slower on CPU.
+    acc = None if query.dtype == jnp.float32 else jnp.float32
+
+    def block(q):
+        logits = jnp.einsum("...qd,...kd->...qk", q, key, preferred_element_type=acc)
+        logits = logits * jnp.float32(scale)
+        if mask is not None:
+            logits = jnp.where(mask[..., None, None, :], logits, -jnp.inf)
+        weights = jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True))
+        out = jnp.einsum("...qk,...kd->...qd", weights.astype(value.dtype), value, preferred_element_type=acc)
+        return (out / weights.sum(-1, keepdims=True)).astype(value.dtype)
+
+    if lq <= _QUERY_BLOCK:
+        out = block(query)
+    else:
+        blocks = -(-lq // _QUERY_BLOCK)
+        padded = jnp.pad(query, ((0, 0),) * (query.ndim - 2) + ((0, blocks * _QUERY_BLOCK - lq), (0, 0)))
+        padded = jnp.moveaxis(padded.reshape(*query.shape[:-2], blocks, _QUERY_BLOCK, query.shape[-1]), -3, 0)
+        out = jnp.moveaxis(jax.lax.map(block, padded), 0, -3)
+        out = out.reshape(*out.shape[:-3], blocks * _QUERY_BLOCK, out.shape[-1])[..., :lq, :]
+    return jnp.swapaxes(out, -3, -2)
 
 
 def sine_position_encoding(height: int, width: int, num_pos_feats: int, temperature: float = 10000.0,

@@ -1,0 +1,95 @@
+"""Parity on the GPU: the image and video parity flows with transformers on CUDA (TF32 off) and sam2-jax on the
+GPU (float32, "highest" matmul precision); and sam2-jax bfloat16 masks against its float32 masks (IoU >= 0.99),
+on the GPU and, with the small config, on the CPU.
+
+    python -m pytest -m gpu    # JAX then takes the GPU (tests/conftest.py); skipped where there is none
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from test_image_model import CASES, _pixels, _run_both, make_models
+from test_video_model import ONE_CLICK, Pair, _run, _video, run_flow
+
+from sam2_jax.config import small_config
+from sam2_jax.video_api import Sam2VideoModel
+
+ON_CPU_AND_GPU = pytest.mark.parametrize("device", ["cpu", pytest.param("gpu", marks=pytest.mark.gpu)])
+TWO_OBJECTS = [("add", dict(frame_idx=0, obj_ids=[1, 2], input_points=[[[[70, 80]], [[180, 150]]]],
+                            input_labels=[[[1], [1]]])),
+               ("forward", 0), ("propagate", {})]
+
+
+@pytest.fixture(scope="module")
+def strict_float32_torch():
+    """torch without TF32 (matmuls and convolutions in full float32), as the parity tests need."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+class PresentObjects(Pair):
+    """`Pair` with every object present: its calibrated object scores sit at the present/absent threshold on
+    purpose, where bfloat16 flips whole objects; IoU then measures presence, not masks."""
+
+    @torch.no_grad()
+    def _bias_object_scores(self):
+        self.hf.mask_decoder.pred_obj_score_head.proj_out.bias.fill_(10.0)
+
+
+def _iou(a, b) -> float:
+    a, b = np.asarray(a, np.float32) > 0, np.asarray(b, np.float32) > 0
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_image_model_matches_transformers_on_gpu(strict_float32_torch, tmp_path, case):
+    hf, ours, folder = make_models(tmp_path)
+    assert jax.default_backend() == "gpu"
+    _run_both((hf.to("cuda"), ours, folder), f"gpu {case}", True, **CASES[case])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name,actions", [("one click", ONE_CLICK), ("two objects", TWO_OBJECTS)])
+def test_video_model_matches_transformers_on_gpu(strict_float32_torch, tmp_path, name, actions):
+    pair = Pair(small_config(), tmp_path)  # calibrated on the CPU, then moved
+    pair.hf.to("cuda")
+    assert jax.default_backend() == "gpu"
+    run_flow(pair, actions, name=f"gpu {name}")
+
+
+@ON_CPU_AND_GPU
+def test_image_model_bfloat16_masks_match_float32(tmp_path, device):
+    assert jax.default_backend() == device
+    _, ours, folder = make_models(tmp_path)
+    _, ours16, _ = make_models(tmp_path, dtype=jnp.bfloat16)
+    prompt = CASES["box + click"]
+    with jax.default_matmul_precision("highest"):
+        masks = ours(pixel_values=_pixels(), **prompt).pred_masks
+    masks16 = ours16(pixel_values=_pixels(), **prompt).pred_masks
+    assert ours16.dtype == jnp.bfloat16
+    iou = _iou(masks16, masks)
+    print(f"IoU bfloat16 vs float32 ({device}, image): {iou:.5f}")
+    assert iou >= 0.99
+
+
+@ON_CPU_AND_GPU
+def test_video_model_bfloat16_masks_match_float32(tmp_path, device):
+    assert jax.default_backend() == device
+    pair = PresentObjects(small_config(), tmp_path)
+    runs = {}
+    for dtype in (jnp.float32, jnp.bfloat16):
+        model = pair.ours if dtype == jnp.float32 else Sam2VideoModel.from_pretrained(tmp_path, dtype=dtype)
+        session = pair.processor.init_video_session(video=_video(), dtype=dtype)
+        with jax.default_matmul_precision("highest" if dtype == jnp.float32 else "default"):
+            runs[dtype] = _run(model, pair.processor, session, TWO_OBJECTS, hf=False)
+    ious = [_iou(b.pred_masks, a.pred_masks) for a, b in zip(runs[jnp.float32], runs[jnp.bfloat16])]
+    print(f"IoU bfloat16 vs float32 ({device}, video): min {min(ious):.5f} over {len(ious)} frames")
+    assert min(ious) >= 0.99
