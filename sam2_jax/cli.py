@@ -602,6 +602,7 @@ def _add_track_arguments(p: argparse.ArgumentParser) -> None:
 # Subcommands that live in their own module as `add_arguments(parser)` and `run(args)`: (name, module, help).
 MODULE_COMMANDS = (
     ("eval", "evaluation", "J&F (DAVIS 2017 rules) of predicted masks against ground truth"),
+    ("train", "train.loop", "train or fine-tune on generated clips or a DAVIS / SA-V folder (optax AdamW)"),
 )
 
 
