@@ -46,9 +46,10 @@ class FeedForward(nn.Module):
         return jax.nn.sigmoid(x) if self.sigmoid_output else x
 
 
-# Queries per block on the XLA path: the (H, block, Lk) float32 scores then stay ~60 MB in memory attention
-# (Lk = 7 x 4096 + 64) instead of 470 MB, which measured 1.6x faster on CPU.
-_QUERY_BLOCK = 512
+# Queries per block on the XLA path: the (H, block, Lk) float32 scores then stay ~30 MB in memory attention
+# (Lk = 7 x 4096 + 64) instead of 470 MB, which measured 1.6x faster on CPU; 256 rather than 512 measured as fast
+# there and 1.7x faster in Hiera's global attention (4 heads, 4096 x 4096).
+_QUERY_BLOCK = 256
 
 
 def attention(query, key, value, *, scale: float, mask=None):
@@ -136,11 +137,11 @@ def sine_position_encoding(height: int, width: int, num_pos_feats: int, temperat
     pos_y = jnp.asarray(y)[:, None] / jnp.asarray(dim_t)  # (H, F)
     pos_x = jnp.stack([jnp.sin(pos_x[:, 0::2]), jnp.cos(pos_x[:, 1::2])], axis=-1).reshape(width, -1)
     pos_y = jnp.stack([jnp.sin(pos_y[:, 0::2]), jnp.cos(pos_y[:, 1::2])], axis=-1).reshape(height, -1)
-    pos = jnp.concatenate([
-        jnp.broadcast_to(pos_y[:, None, :], (height, width, num_pos_feats)),
-        jnp.broadcast_to(pos_x[None, :, :], (height, width, num_pos_feats)),
-    ], axis=-1)
-    return pos.astype(dtype)
+    # y channels then x channels as one broadcast add of zero-padded halves (exact), which XLA on CPU writes
+    # 2x faster than a concatenation of two broadcasts (measured at 256 x 256 x 256).
+    pos_y = jnp.pad(pos_y, ((0, 0), (0, num_pos_feats)))
+    pos_x = jnp.pad(pos_x, ((0, 0), (num_pos_feats, 0)))
+    return (pos_y[:, None, :] + pos_x[None, :, :]).astype(dtype)
 
 
 class FourierPositionEmbedding(nn.Module):
