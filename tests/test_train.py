@@ -47,7 +47,7 @@ def _test_config() -> Sam2Config:
         mask_decoder_config=MaskDecoderConfig(hidden_size=64, mlp_dim=128, num_attention_heads=2,
                                               iou_head_hidden_dim=32),
         memory_attention_hidden_size=64, memory_attention_num_layers=1, memory_attention_feed_forward_hidden_size=128,
-        memory_encoder_hidden_size=32, mask_downsampler_embed_dim=32, memory_fuser_embed_dim=32,
+        memory_encoder_hidden_size=64, mask_downsampler_embed_dim=64, memory_fuser_embed_dim=64,
         memory_fuser_intermediate_dim=64)
     return with_image_size(config, SIZE)
 
