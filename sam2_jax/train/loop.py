@@ -45,8 +45,8 @@ ALIASES = {"image_encoder": "vision_encoder"}
 
 
 def tiny_generated_config(image_size: int = 128) -> Sam2Config:
-    """The 3.1 M-parameter SAM 2.1 of shared/reference/training_feasibility.md (the shipped sam2-jax-shapes
-    model): Hiera width 32 with stages 1-2-2-1, width 128 for the neck, decoder and memory attention (two
+    """The 3.1 M-parameter SAM 2.1 of shared/reference/training_feasibility.md (the config meant for
+    the packaged sam2-jax-shapes model): Hiera width 32 with stages 1-2-2-1, width 128 for the neck, decoder and memory attention (two
     layers), memory width 64."""
     backbone = HieraConfig(hidden_size=32, embed_dim_per_stage=(32, 64, 128, 256),
                            num_attention_heads_per_stage=(1, 2, 4, 8), blocks_per_stage=(1, 2, 2, 1),
@@ -334,10 +334,11 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, dict[str, float]]
     folder = weights.resolve_pretrained(args.init)
     config = build_config(folder, args.image_size)
     params = load_params(folder, config)
-    clips = held_out_clips(args.eval_clips, max(args.frames, 8), config.image_size)
+    num_frames = max(args.frames, 8)
+    clips = held_out_clips(args.eval_clips, num_frames, config.image_size)
     started = time.perf_counter()
     scores = evaluate_generated(config, params, clips)
-    print(f"held-out ({len(clips)} clips of {max(args.frames, 8)} frames, {time.perf_counter() - started:.0f} s): "
+    print(f"held-out ({len(clips)} clips of {num_frames} frames, {time.perf_counter() - started:.0f} s): "
           f"{format_scores(scores)}", flush=True)
     return scores
 
@@ -405,7 +406,7 @@ class _Meter:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of `sam2-jax train`."""
     parser.add_argument("--config", default="tiny-generated",
-                        help="'tiny-generated' (the 3.1 M-parameter model shipped as sam2-jax-shapes), a preset "
+                        help="'tiny-generated' (the 3.1 M-parameter config meant for sam2-jax-shapes), a preset "
                              "such as sam2.1-hiera-tiny, or a config.json (default: %(default)s)")
     parser.add_argument("--init", help="start from the weights of this checkpoint folder (a new optimizer)")
     parser.add_argument("--data", default="generated",
