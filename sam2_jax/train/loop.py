@@ -45,9 +45,9 @@ ALIASES = {"image_encoder": "vision_encoder"}
 
 
 def tiny_generated_config(image_size: int = 128) -> Sam2Config:
-    """The 3.1 M-parameter SAM 2.1 of shared/reference/training_feasibility.md (the config meant for
-    the packaged sam2-jax-shapes model): Hiera width 32 with stages 1-2-2-1, width 128 for the neck, decoder and memory attention (two
-    layers), memory width 64."""
+    """The 3.1 M-parameter SAM 2.1 of shared/reference/training_feasibility.md (the config meant for the
+    packaged sam2-jax-shapes model): Hiera width 32 with stages 1-2-2-1, width 128 for the neck, decoder and
+    memory attention (two layers), memory width 64."""
     backbone = HieraConfig(hidden_size=32, embed_dim_per_stage=(32, 64, 128, 256),
                            num_attention_heads_per_stage=(1, 2, 4, 8), blocks_per_stage=(1, 2, 2, 1),
                            window_size_per_stage=(8, 4, 8, 4), global_attention_blocks=(4,))
