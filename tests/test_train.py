@@ -25,7 +25,7 @@ from sam2_jax.data import generate_clip, write_clip_davis
 from sam2_jax.evaluation import evaluate_sequence
 from sam2_jax.train import batches, loop, losses
 from sam2_jax.train.conv import taps_convolutions
-from sam2_jax.train.forward import forward
+from sam2_jax.train.forward import forward, pass_prompts, sample_correction
 from sam2_jax.train.loop import Recipe, gradients, tiny_generated_config, with_image_size
 from sam2_jax.video_api import Sam2VideoModel, Sam2VideoProcessor
 from reference import hf_config
@@ -125,6 +125,33 @@ def test_iou_loss_by_hand():
 def test_object_score_loss_by_hand():
     assert float(losses.object_score_loss(jnp.array(2.0), jnp.array(True))) == pytest.approx(math.log(1 + math.exp(-2)))
     assert float(losses.object_score_loss(jnp.array(2.0), jnp.array(False))) == pytest.approx(math.log(1 + math.exp(2)))
+
+
+def test_focal_and_dice_gradients_match_autodiff_of_the_formulas():
+    """The fused custom gradient of the mask losses against JAX's autodiff of the textbook formulas
+    (float64; targets broadcast over decoder slots, logits from confident to uncertain)."""
+    def textbook(logits, targets, alpha=0.25):
+        t = jnp.broadcast_to(targets, logits.shape).astype(logits.dtype)
+        p = jax.nn.sigmoid(logits)
+        p_t = p * t + (1 - p) * (1 - t)
+        ce = -(t * jax.nn.log_sigmoid(logits) + (1 - t) * jax.nn.log_sigmoid(-logits))
+        focal = ((alpha * t + (1 - alpha) * (1 - t)) * ce * (1 - p_t) ** 2).mean(axis=(-2, -1))
+        dice = 1 - (2 * (p * t).sum(axis=(-2, -1)) + 1) / (p.sum(axis=(-2, -1)) + t.sum(axis=(-2, -1)) + 1)
+        return focal, dice
+
+    with jax.enable_x64(True):
+        keys = jax.random.split(jax.random.PRNGKey(0), 4)
+        logits = 6 * jax.random.normal(keys[0], (3, 4, 9, 7), jnp.float64)
+        targets = jax.random.bernoulli(keys[1], 0.3, (3, 1, 9, 7))
+        weights = jax.random.normal(keys[2], (2, 3, 4), jnp.float64)
+
+        def weighted(fn):
+            return lambda x: sum((w * v).sum() for w, v in zip(weights, fn(x, targets)))
+
+        for ours, theirs in zip(losses.focal_and_dice(logits, targets), textbook(logits, targets)):
+            np.testing.assert_allclose(ours, theirs, rtol=1e-12)
+        np.testing.assert_allclose(jax.grad(weighted(losses.focal_and_dice))(logits),
+                                   jax.grad(weighted(textbook))(logits), rtol=1e-10, atol=1e-15)
 
 
 def test_decoder_losses_supervise_the_best_multimask_output_and_every_iou():
@@ -234,6 +261,36 @@ def test_folder_clips_sample_windows_of_a_davis_folder(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- training
+def test_correction_clicks_are_drawn_uniformly_from_the_error_region():
+    truth = np.zeros((2, 4, 4), bool)
+    truth[0, :2, :2] = True  # object 0: predicted in its top row only, and one false pixel at (x 3, y 3)
+    pred = np.full((2, 4, 4), -1.0, np.float32)
+    pred[0, 0, :2] = 1.0
+    pred[0, 3, 3] = 1.0
+    pred[1] = np.where(truth[1], 1.0, -1.0)  # object 1: perfect, nothing to correct
+    active = jnp.array([True, True])
+    sample = jax.jit(jax.vmap(lambda key: sample_correction(key, pred, truth, active, 0.0)))
+    points, labels, used = (np.asarray(v) for v in sample(jax.random.split(jax.random.PRNGKey(0), 3000)))
+    errors = {(0, 1): 1, (1, 1): 1, (3, 3): 0}  # (x, y) -> the label of a click there
+    picked = [tuple(int(v) for v in p) for p in points[:, 0]]
+    assert set(picked) == set(errors) and all(labels[i, 0] == errors[p] for i, p in enumerate(picked))
+    counts = np.array([picked.count(p) for p in errors])
+    assert np.all(np.abs(counts - 1000) < 120), counts  # uniform: 1000 each, 4 sigma is 103
+    assert used[:, 0].all() and not used[:, 1].any()
+
+
+def test_each_decoder_pass_sees_the_prompt_and_the_clicks_before_it():
+    points = jnp.arange(2 * 4 * 2, dtype=jnp.float32).reshape(2, 4, 2)
+    labels = jnp.array([[1, -10, 0, 1], [-1, -1, 1, 0]])  # a click with two corrections; a tracked object
+    mask = jnp.array([[True, False, True, True], [True, False, True, False]])  # its second correction unused
+    p, l, m = pass_prompts(points, labels, mask, 3)
+    np.testing.assert_array_equal(p, jnp.concatenate([points] * 3))
+    np.testing.assert_array_equal(l, jnp.concatenate([labels] * 3))
+    np.testing.assert_array_equal(m, [[True, False, False, False], [True, False, False, False],  # pass 0
+                                      [True, False, True, False], [False, False, True, False],  # pass 1
+                                      [True, False, True, True], [False, False, True, False]])  # pass 2
+
+
 def test_gradients_reach_exactly_the_trainable_parameters(params, batch):
     """Every trainable parameter gets a gradient, frozen ones and buffers none. Two weight sets: `params`
     (objects present on some frames, absent on others) and the same with every object present, since a mask
@@ -353,3 +410,4 @@ def test_the_training_pass_tracks_as_the_inference_api(params):
             assert differ < 1e-3, f"{kind}: {differ:.2%} of the pixels differ"
             assert api[1:].any() and not api[1:].all(), f"{kind}: masks all empty or all full"
             n += count
+

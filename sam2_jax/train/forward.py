@@ -10,8 +10,11 @@ decoder slot (captured from the mask decoder), at the input resolution.
 Correction clicks (frames marked in `Batch.correct`): `num_corrections` times, one click is drawn uniformly
 from the error region of the current prediction (from the object itself with probability `click_from_truth`),
 positive on a missed pixel and negative on a false one, and the decoder runs again with all clicks so far;
-every pass is scored. The frame's final prediction goes to memory. Shapes: B clips, T frames, N objects,
-S input size, h = S / 16, C = fpn_hidden_size, M = memory width.
+every pass is scored. The frame's final prediction goes to memory. The clicks are sampled pass after pass
+without gradients; then every pass is decoded again as one batch, with gradients (the passes depend on one
+another only through the clicks): one batched backward pass instead of a loop whose every step is stored.
+
+Shapes: B clips, T frames, N objects, S input size, h = S / 16, C = fpn_hidden_size, M = memory width.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.ad_checkpoint import checkpoint_name
 
 from .. import tracker
 from ..config import Sam2Config
@@ -125,22 +129,46 @@ def sample_correction(key, pred_logits, truth, active, click_from_truth: float):
     """One correction click per object: a pixel drawn uniformly from the error region of `pred_logits > 0`
     (N,S,S) against truth (N,S,S) (from the whole object with probability `click_from_truth`), label 1 on a
     missed pixel and 0 on a false one. Returns points (N,2) (x, y), labels (N,), used (N,): active and the
-    error region not empty."""
+    error region not empty. The pixel is the r-th of the region for a uniform rank r (one random number per
+    object, not one per pixel)."""
     n, size = truth.shape[0], truth.shape[-1]
-    k_truth, k_pixel = jax.random.split(key)
+    k_truth, k_rank = jax.random.split(key)
     from_truth = jax.random.bernoulli(k_truth, click_from_truth, (n,))
     pred = (pred_logits > 0) & ~from_truth[:, None, None]
     error = (pred ^ truth).reshape(n, -1)
-    index = jax.random.categorical(k_pixel, jnp.where(error, 0.0, -jnp.inf))
+    count = error.sum(axis=1)
+    rank = jnp.minimum(jnp.floor(jax.random.uniform(k_rank, (n,)) * count).astype(jnp.int32), count - 1)
+    index = jnp.argmax(jnp.cumsum(error, axis=1, dtype=jnp.int32) > rank[:, None], axis=1)
     label = jnp.take_along_axis(truth.reshape(n, -1), index[:, None], axis=1)[:, 0].astype(jnp.int32)
     points = jnp.stack([index % size, index // size], axis=-1).astype(jnp.float32)
-    return points, label, active & error.any(axis=1)
+    return points, label, active & (count > 0)
 
 
-def _frame(apply, config, num_corrections, click_from_truth, mask_inputs, pos, max_pointers, state, x):
+def placeholder_rule(labels, point_mask):
+    """transformers' (0, 0) label -1 placeholder point in slot 0 stands only while there is no real point."""
+    has_clicks = point_mask[..., 1:].any(axis=-1)
+    return point_mask.at[..., 0].set(jnp.where(labels[..., 0] == -1, ~has_clicks, point_mask[..., 0]))
+
+
+def pass_prompts(points, labels, point_mask, num_passes: int):
+    """The prompts of decoder passes 0..num_passes-1 from the final ones (N,K): pass p sees the frame's prompt
+    (slots 0-1) and the first p correction clicks (slots 2..1+p). Returns (points, labels, point_mask) of
+    shape (P*N, K)."""
+    n, k = labels.shape
+    seen = jnp.arange(k)[None, :] <= 1 + jnp.arange(num_passes)[:, None]  # (P, K)
+    mask = placeholder_rule(labels[None], point_mask[None] & seen[:, None])
+
+    def tile(x):
+        return jnp.broadcast_to(x, (num_passes,) + x.shape).reshape((num_passes * n,) + x.shape[1:])
+
+    return tile(points), tile(labels), mask.reshape(num_passes * n, k)
+
+
+def _frame(apply, sampling_apply, config, num_corrections, click_from_truth, mask_inputs, pos, max_pointers,
+           state, x):
     """One frame for all objects (a `lax.scan` step): memory attention, decoding with corrections, memory
     encoding. `x` holds the frame's slice of `forward`'s per-frame arrays. Returns (state, (high-res logits
-    (N,S,S), summed loss terms))."""
+    (N,S,S), summed loss terms)). `sampling_apply` holds constant params: it samples the correction clicks."""
     plan, (s0, s1, level2), truth, prompt, is_mask_prompt, correct, weight, first, key = x
     n = level2.shape[0]
     memory = read_bank(state, plan)
@@ -148,38 +176,51 @@ def _frame(apply, config, num_corrections, click_from_truth, mask_inputs, pos, m
                 method=Sam2VideoModule.conditioned_features)
     pix = jnp.where(is_mask_prompt[:, None, None, None], level2, pix)  # as `tracker.track_step`
 
-    points, labels, point_mask = (jnp.pad(x, ((0, 0), (0, num_corrections)) + ((0, 0),) * (x.ndim - 2))
-                                  for x in prompt)
+    def run_decoder(apply, passes, points, labels, point_mask):
+        def tile(x):
+            return x if passes == 1 or x is None else jnp.broadcast_to(x, (passes,) + x.shape).reshape(
+                (passes * x.shape[0],) + x.shape[1:])
 
-    def run_decoder(points, labels, point_mask):
-        return decode(apply, config, (s0, s1), pix, points, labels, point_mask, first, mask_inputs, is_mask_prompt)
+        return decode(apply, config, (tile(s0), tile(s1)), tile(pix), points, labels, point_mask, first,
+                      tile(mask_inputs), tile(is_mask_prompt))
 
-    def one_pass(carry, x):
-        """Pass 0 decodes the prompt; pass p >= 1 adds a correction click in slot 1 + p and decodes again."""
-        key, p = x
+    def decode_and_score(passes, points, labels, point_mask):
+        """All passes as one batch; pass 0 weighs every object, later passes only corrected ones."""
+        out, *scored = run_decoder(apply, passes, points, labels, point_mask)
+        pass_weight = jnp.concatenate([weight[None], jnp.broadcast_to(weight * correct, (passes - 1, n))])
+        terms = score_pass(*scored, jnp.tile(truth, (passes, 1, 1)), pass_weight.reshape(-1))
+        last = jax.tree_util.tree_map(lambda v: v[-n:], out)  # uncorrected objects: the same as pass 0
+        return last, terms
 
-        def run(carry):
-            out, points, labels, point_mask, terms = carry
-            add = correct & (p > 0)
-            click, label, used = sample_correction(key, jax.lax.stop_gradient(out["high_res_masks"]), truth, add,
-                                                   click_from_truth)
-            slot = 1 + p
-            points = points.at[:, slot].set(jnp.where(add[:, None], click, points[:, slot]))
-            labels = labels.at[:, slot].set(jnp.where(add, label, labels[:, slot]))
-            point_mask = point_mask.at[:, slot].set(jnp.where(add, used, point_mask[:, slot]))
-            has_clicks = point_mask[:, 1:].any(axis=1)  # the placeholder point stands only without real points
-            point_mask = point_mask.at[:, 0].set(jnp.where(labels[:, 0] == -1, ~has_clicks, point_mask[:, 0]))
-            out, *scored = run_decoder(points, labels, point_mask)
-            pass_terms = score_pass(*scored, truth, jnp.where(p == 0, weight, weight * correct))
-            return out, points, labels, point_mask, {k: terms[k] + pass_terms[k] for k in terms}
+    padded = tuple(jnp.pad(v, ((0, 0), (0, num_corrections)) + ((0, 0),) * (v.ndim - 2)) for v in prompt)
 
-        return jax.lax.cond((p == 0) | jnp.any(correct), run, lambda carry: carry, carry), None
+    def with_corrections(_):
+        frozen = jax.lax.stop_gradient((s0, s1, pix))
 
-    shapes = jax.eval_shape(lambda: run_decoder(points, labels, point_mask)[0])
-    no_output = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-    zero = {name: jnp.zeros((), jnp.float32) for name in WEIGHTS}
-    passes = (jax.random.split(key, num_corrections + 1), jnp.arange(num_corrections + 1))
-    (out, *_, terms), _ = jax.lax.scan(one_pass, (no_output, points, labels, point_mask, zero), passes)
+        def next_click(prompt, xs):
+            key, p = xs
+            points, labels, point_mask = prompt
+            out = decode(sampling_apply, config, frozen[:2], frozen[2], points, labels,
+                         placeholder_rule(labels, point_mask), first, mask_inputs, is_mask_prompt)[0]
+            click, label, used = sample_correction(key, out["high_res_masks"], truth, correct, click_from_truth)
+            slot = 2 + p
+            points = points.at[:, slot].set(jnp.where(correct[:, None], click, points[:, slot]))
+            labels = labels.at[:, slot].set(jnp.where(correct, label, labels[:, slot]))
+            point_mask = point_mask.at[:, slot].set(correct & used)
+            return (points, labels, point_mask), None
+
+        clicks, _ = jax.lax.scan(next_click, padded, (jax.random.split(key, num_corrections),
+                                                     jnp.arange(num_corrections)))
+        clicks = checkpoint_name(clicks, "correction_clicks")
+        return decode_and_score(num_corrections + 1, *pass_prompts(*clicks, num_corrections + 1))
+
+    def prompt_only(_):
+        return decode_and_score(1, *padded)
+
+    if num_corrections:
+        out, terms = jax.lax.cond(jnp.any(correct), with_corrections, prompt_only, None)
+    else:
+        out, terms = prompt_only(None)
     binarize = first | jnp.any(correct)  # prompted frames go to memory binarised
     memory_features = apply(level2, out["high_res_masks"], out["object_score_logits"], binarize,
                             method=Sam2VideoModule.encode_memory)
@@ -199,6 +240,7 @@ def forward(module: Sam2VideoModule, params, batch: Batch, key, num_corrections:
 def _forward(module, params, batch, key, num_corrections, click_from_truth):
     config = module.config
     apply = functools.partial(module.apply, {"params": params})
+    sampling_apply = functools.partial(module.apply, {"params": jax.lax.stop_gradient(params)})
     b, t, size = batch.pixels.shape[:3]
     n = batch.valid.shape[0]
     dtype = jax.tree_util.tree_leaves(params)[0].dtype
@@ -224,10 +266,15 @@ def _forward(module, params, batch, key, num_corrections, click_from_truth):
           jnp.asarray(batch.masks), prompt, is_mask_prompt, jnp.asarray(batch.correct), weight, first,
           jax.random.split(key, t))
     mask_inputs = jnp.asarray(batch.masks[0])[..., None].astype(dtype)
-    frame = functools.partial(_frame, apply, config, num_corrections, click_from_truth, mask_inputs, pos,
-                              jnp.int32(max_pointers))
+    frame = functools.partial(_frame, apply, sampling_apply, config, num_corrections, click_from_truth,
+                              mask_inputs, pos, jnp.int32(max_pointers))
     state = tracker.init_state(tracker.BankShape.for_config(config, n, 1))
+    if t == 1:  # single images: no frames to scan, nothing worth recomputing
+        _, (masks, terms) = frame(state, jax.tree_util.tree_map(lambda x: x[0], xs))
+        return masks[None], terms
     # Rematerialised: the backward pass recomputes each frame from the bank and its inputs instead of storing
     # every intermediate of every frame (mostly elementwise loss and RoPE arrays, 10x the frame's compute).
-    _, (masks, terms) = jax.lax.scan(jax.checkpoint(frame, prevent_cse=False), state, xs)
+    # The sampled correction clicks are kept, so the recomputation does not sample them again.
+    keep_clicks = jax.checkpoint_policies.save_only_these_names("correction_clicks")
+    _, (masks, terms) = jax.lax.scan(jax.checkpoint(frame, prevent_cse=False, policy=keep_clicks), state, xs)
     return masks, {k: v.sum() for k, v in terms.items()}

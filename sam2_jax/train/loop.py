@@ -31,7 +31,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 
 from .. import weights
 from ..config import HieraConfig, MaskDecoderConfig, PromptEncoderConfig, Sam2Config, VisionConfig, replace
-from ..evaluation import evaluate_sequence
+from ..evaluation import evaluate_sequence, region_similarity
 from ..modeling.sam2_video import Sam2VideoModule
 from ..video_api import Sam2VideoModel
 from .batches import FolderClips, PromptMix, generated_clips, held_out_clips, make_batch
@@ -231,10 +231,10 @@ def load_training(folder, config: Sam2Config, opt_state_template) -> tuple[Train
 def evaluate_generated(config: Sam2Config, params, clips, kinds=("click", "box", "mask"),
                        chunk: int = 8, max_objects: int = 3) -> dict[str, dict[str, float]]:
     """J, F and J&F (DAVIS rules: first and last frames not scored, means over objects) of tracking `clips`
-    from frame-0 prompts of each kind, through the training pass without corrections; also "copy", the
-    frame-0 mask copied to every frame."""
+    from frame-0 prompts of each kind, through the training pass without corrections; also "J0", the J of
+    the prompted frame itself (click and box), and "copy", the frame-0 mask copied to every frame."""
     run = _eval_forward(config)
-    scores = {kind: ([], []) for kind in ("copy",) + tuple(kinds)}
+    scores = {kind: ([], [], []) for kind in ("copy",) + tuple(kinds)}
     for start in range(0, len(clips), chunk):
         part = clips[start:start + chunk]
         padded = part + [part[-1]] * (chunk - len(part))  # fixed shapes: one compilation
@@ -245,12 +245,16 @@ def evaluate_generated(config: Sam2Config, params, clips, kinds=("click", "box",
             for _, truth in part:
                 count = truth.shape[1]
                 _add(scores[kind], evaluate_sequence(masks[:, n:n + count], truth))
+                if kind != "mask":
+                    scores[kind][2].extend(np.atleast_1d(region_similarity(masks[0, n:n + count], truth[0])))
                 n += count
         for _, truth in part:
             _add(scores["copy"], evaluate_sequence(np.broadcast_to(truth[:1], truth.shape).copy(), truth))
     out = {}
-    for kind, (j, f) in scores.items():
+    for kind, (j, f, j0) in scores.items():
         out[kind] = {"J": float(np.mean(j)), "F": float(np.mean(f)), "J&F": float(np.mean(j) + np.mean(f)) / 2}
+        if j0:
+            out[kind]["J0"] = float(np.mean(j0))
     return out
 
 
@@ -267,7 +271,8 @@ def _add(lists, result: dict) -> None:
 
 
 def format_scores(scores: dict) -> str:
-    return "  ".join(f"{kind} J&F {s['J&F']:.3f} (J {s['J']:.3f} F {s['F']:.3f})" for kind, s in scores.items())
+    return "  ".join(f"{kind} J&F {s['J&F']:.3f} (J {s['J']:.3f} F {s['F']:.3f}"
+                     + (f", frame-0 J {s['J0']:.3f})" if "J0" in s else ")") for kind, s in scores.items())
 
 
 # ---------------------------------------------------------------------------------------------- the run
