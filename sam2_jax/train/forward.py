@@ -176,17 +176,14 @@ def _frame(apply, sampling_apply, config, num_corrections, click_from_truth, mas
                 method=Sam2VideoModule.conditioned_features)
     pix = jnp.where(is_mask_prompt[:, None, None, None], level2, pix)  # as `tracker.track_step`
 
-    def run_decoder(apply, passes, points, labels, point_mask):
+    def decode_and_score(passes, points, labels, point_mask):
+        """All passes as one batch; pass 0 weighs every object, later passes only corrected ones."""
         def tile(x):
             return x if passes == 1 or x is None else jnp.broadcast_to(x, (passes,) + x.shape).reshape(
                 (passes * x.shape[0],) + x.shape[1:])
 
-        return decode(apply, config, (tile(s0), tile(s1)), tile(pix), points, labels, point_mask, first,
-                      tile(mask_inputs), tile(is_mask_prompt))
-
-    def decode_and_score(passes, points, labels, point_mask):
-        """All passes as one batch; pass 0 weighs every object, later passes only corrected ones."""
-        out, *scored = run_decoder(apply, passes, points, labels, point_mask)
+        out, *scored = decode(apply, config, (tile(s0), tile(s1)), tile(pix), points, labels, point_mask, first,
+                              tile(mask_inputs), tile(is_mask_prompt))
         pass_weight = jnp.concatenate([weight[None], jnp.broadcast_to(weight * correct, (passes - 1, n))])
         terms = score_pass(*scored, jnp.tile(truth, (passes, 1, 1)), pass_weight.reshape(-1))
         last = jax.tree_util.tree_map(lambda v: v[-n:], out)  # uncorrected objects: the same as pass 0
