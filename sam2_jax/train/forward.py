@@ -33,7 +33,7 @@ from ..modeling.mask_decoder import MaskDecoder
 from ..modeling.sam2_video import Sam2VideoModule
 from .batches import Batch
 from .conv import taps_convolutions
-from .losses import WEIGHTS, decoder_losses
+from .losses import decoder_losses
 
 
 @functools.lru_cache(maxsize=None)
@@ -157,11 +157,14 @@ def pass_prompts(points, labels, point_mask, num_passes: int):
     n, k = labels.shape
     seen = jnp.arange(k)[None, :] <= 1 + jnp.arange(num_passes)[:, None]  # (P, K)
     mask = placeholder_rule(labels[None], point_mask[None] & seen[:, None])
+    return repeat_passes(points, num_passes), repeat_passes(labels, num_passes), mask.reshape(num_passes * n, k)
 
-    def tile(x):
-        return jnp.broadcast_to(x, (num_passes,) + x.shape).reshape((num_passes * n,) + x.shape[1:])
 
-    return tile(points), tile(labels), mask.reshape(num_passes * n, k)
+def repeat_passes(x, num_passes: int):
+    """(N, ...) -> (P*N, ...): the same per-object array for each of P decoder passes (None stays None)."""
+    if x is None or num_passes == 1:
+        return x
+    return jnp.broadcast_to(x, (num_passes,) + x.shape).reshape((num_passes * x.shape[0],) + x.shape[1:])
 
 
 def _frame(apply, sampling_apply, config, num_corrections, click_from_truth, mask_inputs, pos, max_pointers,
@@ -179,13 +182,12 @@ def _frame(apply, sampling_apply, config, num_corrections, click_from_truth, mas
     def decode_and_score(passes, points, labels, point_mask):
         """All passes as one batch; pass 0 weighs every object, later passes only corrected ones."""
         def tile(x):
-            return x if passes == 1 or x is None else jnp.broadcast_to(x, (passes,) + x.shape).reshape(
-                (passes * x.shape[0],) + x.shape[1:])
+            return repeat_passes(x, passes)
 
         out, *scored = decode(apply, config, (tile(s0), tile(s1)), tile(pix), points, labels, point_mask, first,
                               tile(mask_inputs), tile(is_mask_prompt))
         pass_weight = jnp.concatenate([weight[None], jnp.broadcast_to(weight * correct, (passes - 1, n))])
-        terms = score_pass(*scored, jnp.tile(truth, (passes, 1, 1)), pass_weight.reshape(-1))
+        terms = score_pass(*scored, tile(truth), pass_weight.reshape(-1))
         last = jax.tree_util.tree_map(lambda v: v[-n:], out)  # uncorrected objects: the same as pass 0
         return last, terms
 
