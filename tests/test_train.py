@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import math
 
 import flax.linen as nn
@@ -19,13 +20,15 @@ import pytest
 import transformers
 from flax.traverse_util import flatten_dict, unflatten_dict
 
-from sam2_jax import cli, weights
+from sam2_jax import cli, tracker, weights
 from sam2_jax.config import HieraConfig, MaskDecoderConfig, PromptEncoderConfig, Sam2Config, VisionConfig
 from sam2_jax.data import generate_clip, write_clip_davis
 from sam2_jax.evaluation import evaluate_sequence
 from sam2_jax.train import batches, loop, losses
 from sam2_jax.train.conv import taps_convolutions
-from sam2_jax.train.forward import forward, pass_prompts, sample_correction
+from sam2_jax.modeling.sam2_video import Sam2VideoModule
+from sam2_jax.train.forward import (decode, forward, memory_plan, pass_prompts, placeholder_rule, read_bank,
+                                    sample_correction, score_pass)
 from sam2_jax.train.loop import Recipe, gradients, tiny_generated_config, with_image_size
 from sam2_jax.video_api import Sam2VideoModel, Sam2VideoProcessor
 from reference import hf_config
@@ -75,9 +78,12 @@ def _args(config_file, out, **overrides) -> argparse.Namespace:
 
 @pytest.fixture(scope="module")
 def params():
-    """Random weights for CONFIG, with the object-score head's bias at zero: objects come out present on
-    some frames and absent on others, so both paths of the pointer and occlusion embeddings are used."""
-    params = loop.initial_params(CONFIG, seed=0)
+    """Random weights for CONFIG (flax's initialisers, wider than `loop.initial_params`), with the
+    object-score head's bias at zero: objects come out present on some frames and absent on others, so both
+    paths of the pointer and occlusion embeddings are used."""
+    flat = flatten_dict(Sam2VideoModel.from_config(CONFIG, seed=0).params)
+    flat[loop.PROMPT_FOURIER_FEATURES] = flat[loop.FOURIER_FEATURES].copy()  # one matrix, as in training
+    params = unflatten_dict(flat)
     params["mask_decoder"]["pred_obj_score_head"]["proj_out"]["bias"] = jnp.zeros((1,))
     return params
 
@@ -230,6 +236,32 @@ def test_initial_params_share_the_fourier_features_of_images_and_prompts():
     assert all(v for k, v in mask.items() if k[0] in ("mask_decoder", "memory_encoder"))
 
 
+def test_initial_params_are_drawn_as_the_original_modules_draw_theirs():
+    """Tensor by tensor against a freshly built original sam2.1-hiera-tiny (the sam2 package: PyTorch's
+    defaults and SAM2Base's own choices), converted to our layout: the same constants, and random tensors
+    with the same spread (within sampling error) around zero. Training from flax's defaults instead was
+    several times slower (issue 7's notes)."""
+    import torch
+    from sam2.build_sam import build_sam2
+    from convert.original import to_transformers
+
+    config = Sam2Config.from_preset("sam2.1-hiera-tiny")
+    torch.manual_seed(0)
+    original = build_sam2("configs/sam2.1/sam2.1_hiera_t.yaml", None, device="cpu").state_dict()
+    converted = {k: v.numpy() for k, v in to_transformers(original, config).items()}
+    reference = flatten_dict(weights.state_dict_to_params(converted, Sam2VideoModel.abstract_params(config)))
+    ours = flatten_dict(loop.initial_params(config, seed=0))
+    assert ours.keys() == reference.keys()
+    for key, ref in reference.items():
+        got, ref, name = np.asarray(ours[key], np.float64), np.asarray(ref, np.float64), "/".join(key)
+        if np.all(ref == ref.flat[0]) and ref.size > 1:  # zeros, ones, layer scales
+            np.testing.assert_array_equal(got, ref, err_msg=name)
+        elif ref.size >= 64:
+            error = 6 / np.sqrt(2 * ref.size)  # 6 standard errors of a standard deviation
+            assert abs(got.std() / ref.std() - 1) < error, (name, got.std(), ref.std())
+            assert abs(got.mean()) < 6 * ref.std() / np.sqrt(ref.size), (name, got.mean())
+
+
 def test_learning_rate_schedule():
     assert loop.learning_rate(0, 1e-3, 10, 100) == 0.0
     assert loop.learning_rate(5, 1e-3, 10, 100) == pytest.approx(5e-4)
@@ -289,6 +321,60 @@ def test_each_decoder_pass_sees_the_prompt_and_the_clicks_before_it():
     np.testing.assert_array_equal(m, [[True, False, False, False], [True, False, False, False],  # pass 0
                                       [True, False, True, False], [False, False, True, False],  # pass 1
                                       [True, False, True, True], [False, False, True, False]])  # pass 2
+
+
+def test_correction_passes_are_the_original_trainers_loop():
+    """On single images, `forward`'s loss terms and final masks are those of the original trainer's loop of
+    decoder calls: each pass with the prompt, the clicks so far and the previous pass's low-res logits as its
+    mask prompt; the next click drawn from the error region. Clicks come from the truth here
+    (click_from_truth 1), so they do not hang on rounding; the loop without fed-back logits must differ."""
+    clips = batches.generated_clips(seed=7, step=0, count=2, num_frames=1, size=SIZE, max_objects=2)
+    batch = batches.make_batch(clips, SLOTS, "random", np.random.default_rng(1), batches.PromptMix(0.5, 0.5, 0.0))
+    module, key, corrections = Sam2VideoModule(CONFIG), jax.random.PRNGKey(3), 3
+    params = loop.initial_params(CONFIG, seed=0)  # every object present
+    masks, terms = jax.jit(lambda p: forward(module, p, batch, key, corrections, 1.0))(params)
+
+    apply = functools.partial(module.apply, {"params": params})
+    with taps_convolutions():
+        (s0, s1, level2), pos = apply(jnp.asarray(batch.pixels[:, 0]), method=Sam2VideoModule.vision_features)
+    ci, n, correct = batch.clip_index, SLOTS, jnp.asarray(batch.correct[0])
+    assert np.array_equal(correct, batch.valid)  # every object clicked or boxed, then corrected
+    plan, max_pointers = memory_plan(CONFIG, 1)
+    memory = read_bank(tracker.init_state(tracker.BankShape.for_config(CONFIG, n, 1)),
+                       jax.tree_util.tree_map(lambda x: jnp.asarray(x[0]), plan))
+    pix = apply(level2[ci], pos, *memory, jnp.int32(max_pointers), jnp.zeros((n,), bool),
+                method=Sam2VideoModule.conditioned_features)
+    truth, valid = jnp.asarray(batch.masks[0]), jnp.asarray(batch.valid, jnp.float32)
+    keys = jax.random.split(jax.random.split(key, 1)[0], corrections)
+
+    def pass_by_pass(feed_back: bool):
+        """(summed loss terms, final high-res logits) of the passes one after another."""
+        points, labels, point_mask = (jnp.pad(jnp.asarray(v), ((0, 0), (0, corrections)) + ((0, 0),) * (v.ndim - 2))
+                                      for v in (batch.points, batch.labels, batch.point_mask))
+        previous, total = None, {}
+        for p in range(corrections + 1):
+            out, *scored = decode(apply, CONFIG, (s0[ci], s1[ci]), pix, points, labels,
+                                  placeholder_rule(labels, point_mask), jnp.bool_(True), None, None,
+                                  previous, correct if previous is not None else None)
+            for k, v in score_pass(*scored, truth, valid if p == 0 else valid * correct).items():
+                total[k] = total.get(k, 0.0) + float(v)
+            if p < corrections:
+                click, label, used = sample_correction(keys[p], out["high_res_masks"], truth, correct, 1.0)
+                points = points.at[:, 2 + p].set(jnp.where(correct[:, None], click, points[:, 2 + p]))
+                labels = labels.at[:, 2 + p].set(jnp.where(correct, label, labels[:, 2 + p]))
+                point_mask = point_mask.at[:, 2 + p].set(correct & used)
+                previous = out["pred_masks"] if feed_back else None
+        return total, np.asarray(out["high_res_masks"])
+
+    total, final = pass_by_pass(feed_back=True)
+    for k in terms:
+        np.testing.assert_allclose(float(terms[k]), total[k], rtol=2e-4, atol=1e-6, err_msg=k)
+    real = batch.valid  # padding slots are empty mask prompts, left out of the loop's prompts
+    np.testing.assert_allclose(np.asarray(masks[0])[real], final[real], atol=2e-3)
+    _, without = pass_by_pass(feed_back=False)
+    change = np.abs(without - final)[real].max()
+    print(f"fed-back logits change the final logits by up to {change:.3g}")
+    assert change > 0.05  # 25 times the tolerance above
 
 
 def test_gradients_reach_exactly_the_trainable_parameters(params, batch):

@@ -399,7 +399,7 @@ def test_full_tiny_at_1024_two_objects(tmp_path, monkeypatch):
     pair = Pair(PRESETS["sam2.1-hiera-tiny"], tmp_path, seed=11)
     run_flow(pair, [("add", dict(frame_idx=0, obj_ids=[1, 2], input_points=[[[[280, 320]], [[720, 600]]]],
                                  input_labels=[[[1], [1]]])), ("forward", 0), ("propagate", {})],
-             video=_video(num_frames=8, seed=8), name="tiny@1024 two objects")
+             video=_video(num_frames=3, seed=8), name="tiny@1024 two objects")
 
 
 def test_propagate_in_video_both_directions_covers_the_video(pair):

@@ -82,14 +82,16 @@ class Sam2VideoModule(Sam2ImageModule):
 
     # ------------------------------------------------------------------------------- mask decoding
     def segment(self, high_res_features, pix_feat, points, labels, point_mask, multimask, mask_inputs,
-                is_mask_prompt):
+                is_mask_prompt, previous_logits=None, has_previous=None):
         """transformers `_single_frame_forward` (points/tracking) and `_use_mask_as_output` (mask prompts),
         batched over objects with per-object choices.
 
         high_res_features (s0 (1,4h,4w,C/8), s1 (1,2h,2w,C/4)) of the frame; pix_feat (N,h,w,C);
         points (N,K,2) in input pixels, labels (N,K), point_mask (N,K) real points (objects without points
         carry the single (0, 0) label -1 point transformers uses); multimask (N,) bool; mask_inputs
-        (N,H,W,1) at the input size or None; is_mask_prompt (N,) bool.
+        (N,H,W,1) at the input size or None; is_mask_prompt (N,) bool. Training only: previous_logits
+        (N,4h,4w), the low-res logits of the previous decoder pass, become the dense prompt where has_previous
+        (N,) is set, as the original trainer feeds them to correction passes (transformers never does).
         Returns dict: pred_masks (N,4h,4w) low-res logits, high_res_masks (N,H,W), object_pointer (N,C),
         object_score_logits (N,), iou_scores (N,).
         """
@@ -103,6 +105,9 @@ class Sam2VideoModule(Sam2ImageModule):
             downsampled = self.mask_downsample(mask_inputs.astype(pix_feat.dtype))
             dense = jnp.where(is_mask_prompt[:, None, None, None], self.prompt_encoder.embed_masks(downsampled),
                               dense)
+        if previous_logits is not None:
+            fed_back = self.prompt_encoder.embed_masks(previous_logits[..., None].astype(pix_feat.dtype))
+            dense = jnp.where(has_previous[:, None, None, None], fed_back, dense)
         pe = self.image_positional_embeddings()[None].astype(pix_feat.dtype)
         masks, iou, tokens, obj = self.mask_decoder(pix_feat, pe, sparse, dense, None, (feat_s0, feat_s1),
                                                     sparse_mask=sparse_mask)

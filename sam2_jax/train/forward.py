@@ -9,10 +9,12 @@ decoder slot (captured from the mask decoder), at the input resolution.
 
 Correction clicks (frames marked in `Batch.correct`): `num_corrections` times, one click is drawn uniformly
 from the error region of the current prediction (from the object itself with probability `click_from_truth`),
-positive on a missed pixel and negative on a false one, and the decoder runs again with all clicks so far;
-every pass is scored. The frame's final prediction goes to memory. The clicks are sampled pass after pass
-without gradients; then every pass is decoded again as one batch, with gradients (the passes depend on one
-another only through the clicks): one batched backward pass instead of a loop whose every step is stored.
+positive on a missed pixel and negative on a false one, and the decoder runs again with all clicks so far
+and, as the original trainer does, the previous pass's low-res logits as its mask prompt; every pass is
+scored. The frame's final prediction goes to memory. The clicks and logits are sampled pass after pass
+without gradients; then every pass is decoded again as one batch, with gradients: one batched backward pass
+instead of a loop whose every step is stored. (So, unlike the original, no gradient flows from a pass into
+the pass before it through the fed-back logits.)
 
 Shapes: B clips, T frames, N objects, S input size, h = S / 16, C = fpn_hidden_size, M = memory width.
 """
@@ -93,11 +95,12 @@ def _is_decoder_call(module, method_name: str) -> bool:
 
 
 def decode(apply, config: Sam2Config, high_res, pix, points, labels, point_mask, first, mask_inputs=None,
-           is_mask_prompt=None):
+           is_mask_prompt=None, previous_logits=None, has_previous=None):
     """`Sam2VideoModule.segment` with transformers' multimask rule, plus every slot of its mask decoder.
 
     points (N,K,2), labels (N,K), point_mask (N,K); label -1 is transformers' placeholder for "no points";
-    first: bool (traced), an initial conditioning frame.
+    first: bool (traced), an initial conditioning frame; previous_logits (N,4h,4w) fed back where
+    has_previous (N,) (see `segment`).
     Returns (segment's outputs, slot logits (N,K',4h,4w), slot IoUs (N,K'), object score logits (N,),
     multimask (N,)).
     """
@@ -108,8 +111,8 @@ def decode(apply, config: Sam2Config, high_res, pix, points, labels, point_mask,
     if is_mask_prompt is None:
         is_mask_prompt = jnp.zeros((n,), bool)
     out, captured = apply(high_res, pix, points, labels, point_mask, multimask, mask_inputs, is_mask_prompt,
-                          method=Sam2VideoModule.segment, capture_intermediates=_is_decoder_call,
-                          mutable=["intermediates"])
+                          previous_logits, has_previous, method=Sam2VideoModule.segment,
+                          capture_intermediates=_is_decoder_call, mutable=["intermediates"])
     masks, iou, _, score = captured["intermediates"]["mask_decoder"]["__call__"][0]
     return out, masks[:, 0], iou[:, 0], score[:, 0, 0], multimask
 
@@ -179,13 +182,13 @@ def _frame(apply, sampling_apply, config, num_corrections, click_from_truth, mas
                 method=Sam2VideoModule.conditioned_features)
     pix = jnp.where(is_mask_prompt[:, None, None, None], level2, pix)  # as `tracker.track_step`
 
-    def decode_and_score(passes, points, labels, point_mask):
+    def decode_and_score(passes, points, labels, point_mask, previous=None, has_previous=None):
         """All passes as one batch; pass 0 weighs every object, later passes only corrected ones."""
         def tile(x):
             return repeat_passes(x, passes)
 
         out, *scored = decode(apply, config, (tile(s0), tile(s1)), tile(pix), points, labels, point_mask, first,
-                              tile(mask_inputs), tile(is_mask_prompt))
+                              tile(mask_inputs), tile(is_mask_prompt), previous, has_previous)
         pass_weight = jnp.concatenate([weight[None], jnp.broadcast_to(weight * correct, (passes - 1, n))])
         terms = score_pass(*scored, tile(truth), pass_weight.reshape(-1))
         last = jax.tree_util.tree_map(lambda v: v[-n:], out)  # uncorrected objects: the same as pass 0
@@ -196,22 +199,30 @@ def _frame(apply, sampling_apply, config, num_corrections, click_from_truth, mas
     def with_corrections(_):
         frozen = jax.lax.stop_gradient((s0, s1, pix))
 
-        def next_click(prompt, xs):
+        def next_click(carry, xs):
+            (points, labels, point_mask), previous, has_previous = carry
             key, p = xs
-            points, labels, point_mask = prompt
             out = decode(sampling_apply, config, frozen[:2], frozen[2], points, labels,
-                         placeholder_rule(labels, point_mask), first, mask_inputs, is_mask_prompt)[0]
+                         placeholder_rule(labels, point_mask), first, mask_inputs, is_mask_prompt, previous,
+                         has_previous)[0]
             click, label, used = sample_correction(key, out["high_res_masks"], truth, correct, click_from_truth)
             slot = 2 + p
             points = points.at[:, slot].set(jnp.where(correct[:, None], click, points[:, slot]))
             labels = labels.at[:, slot].set(jnp.where(correct, label, labels[:, slot]))
             point_mask = point_mask.at[:, slot].set(correct & used)
-            return (points, labels, point_mask), None
+            return ((points, labels, point_mask), out["pred_masks"], correct), out["pred_masks"]
 
-        clicks, _ = jax.lax.scan(next_click, padded, (jax.random.split(key, num_corrections),
-                                                     jnp.arange(num_corrections)))
-        clicks = checkpoint_name(clicks, "correction_clicks")
-        return decode_and_score(num_corrections + 1, *pass_prompts(*clicks, num_corrections + 1))
+        low_res = 4 * level2.shape[1]
+        no_previous = jnp.zeros((n, low_res, low_res), pix.dtype)
+        (clicks, _, _), logits = jax.lax.scan(
+            next_click, (padded, no_previous, jnp.zeros((n,), bool)),
+            (jax.random.split(key, num_corrections), jnp.arange(num_corrections)))
+        clicks, logits = checkpoint_name((clicks, logits), "correction_passes")
+        # Pass p > 0 gets pass p-1's logits back (from the sampling run: the same values, no gradient).
+        previous = jnp.concatenate([no_previous[None], logits]).reshape((-1,) + no_previous.shape[1:])
+        has_previous = jnp.concatenate([jnp.zeros((n,), bool), repeat_passes(correct, num_corrections)])
+        return decode_and_score(num_corrections + 1, *pass_prompts(*clicks, num_corrections + 1), previous,
+                                has_previous)
 
     def prompt_only(_):
         return decode_and_score(1, *padded)
@@ -273,7 +284,7 @@ def _forward(module, params, batch, key, num_corrections, click_from_truth):
         return masks[None], terms
     # Rematerialised: the backward pass recomputes each frame from the bank and its inputs instead of storing
     # every intermediate of every frame (mostly elementwise loss and RoPE arrays, 10x the frame's compute).
-    # The sampled correction clicks are kept, so the recomputation does not sample them again.
-    keep_clicks = jax.checkpoint_policies.save_only_these_names("correction_clicks")
-    _, (masks, terms) = jax.lax.scan(jax.checkpoint(frame, prevent_cse=False, policy=keep_clicks), state, xs)
+    # The sampled correction clicks and fed-back logits are kept, so the recomputation does not sample again.
+    keep_passes = jax.checkpoint_policies.save_only_these_names("correction_passes")
+    _, (masks, terms) = jax.lax.scan(jax.checkpoint(frame, prevent_cse=False, policy=keep_passes), state, xs)
     return masks, {k: v.sum() for k, v in terms.items()}

@@ -97,11 +97,44 @@ FOURIER_FEATURES = ("shared_image_embedding", "positional_embedding")
 PROMPT_FOURIER_FEATURES = ("prompt_encoder", "shared_embedding", "positional_embedding")
 
 
+# Parameters the original SAM2Base draws from a normal of deviation 0.02 (truncated at +-2, never reached).
+SMALL_NORMAL = ("no_memory_embedding", "no_memory_positional_encoding", "no_object_pointer",
+                "occlusion_spatial_embedding_parameter", "memory_temporal_positional_encoding")
+
+
 def initial_params(config: Sam2Config, seed: int) -> dict:
-    """Random weights (flax initialisers), with the prompt encoder's Fourier features tied to the image's."""
-    flat = flatten_dict(Sam2VideoModel.from_config(config, seed=seed).params)
-    flat[PROMPT_FOURIER_FEATURES] = flat[FOURIER_FEATURES]
-    return unflatten_dict(flat)
+    """Random weights drawn as the original sam2 modules draw theirs (the feasibility run trained from
+    those; from flax's defaults, 1.7 times the spread, training was several times slower): PyTorch's
+    defaults for linear and convolution layers (weights and biases uniform in +-1/sqrt(fan_in)) and
+    embeddings (N(0, 1)), zero Hiera position embeddings, the memory fuser's layer scale, N(0, 0.02) for
+    SAM2Base's own tensors and N(0, 1) Fourier features, those of images and prompts being one matrix."""
+    rng = np.random.default_rng(seed)
+    abstract = flatten_dict(Sam2VideoModel.abstract_params(config))
+    params = {}
+    for path, leaf in abstract.items():
+        shape, name = tuple(leaf.shape), path[-1]
+        layer = [k for k in ("kernel", "weight") if path[:-1] + (k,) in abstract]
+        if name in ("kernel", "weight") or (name == "bias" and layer):
+            kernel = abstract[path[:-1] + (layer[0],)].shape
+            # fan-in: flax kernels are (..., in, out); the transposed convolutions' `weight` is (in, out, kh, kw)
+            fan_in = np.prod(kernel[:-1]) if layer[0] == "kernel" else np.prod(kernel[1:])
+            value = rng.uniform(-1, 1, shape) / np.sqrt(fan_in)
+        elif name in ("embedding", "positional_embedding"):
+            value = rng.standard_normal(shape)
+        elif name == "bias":
+            value = np.zeros(shape)
+        elif name == "scale":  # LayerNorm, or the memory fuser's layer scale (no bias beside it)
+            layer_norm = path[:-1] + ("bias",) in abstract
+            value = np.full(shape, 1.0 if layer_norm else config.memory_fuser_layer_scale_init_value)
+        elif name in ("pos_embed", "pos_embed_window"):
+            value = np.zeros(shape)
+        elif name in SMALL_NORMAL:
+            value = 0.02 * rng.standard_normal(shape)
+        else:
+            raise ValueError(f"initial_params: no rule for the parameter {'/'.join(path)}")
+        params[path] = jnp.asarray(value, leaf.dtype)
+    params[PROMPT_FOURIER_FEATURES] = params[FOURIER_FEATURES].copy()  # the same values, its own buffer
+    return unflatten_dict(params)
 
 
 def trainable_mask(params, freeze=()) -> dict:
