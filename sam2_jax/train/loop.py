@@ -113,15 +113,15 @@ def initial_params(config: Sam2Config, seed: int) -> dict:
     params = {}
     for path, leaf in abstract.items():
         shape, name = tuple(leaf.shape), path[-1]
-        layer = [k for k in ("kernel", "weight") if path[:-1] + (k,) in abstract]
-        if name in ("kernel", "weight") or (name == "bias" and layer):
-            kernel = abstract[path[:-1] + (layer[0],)].shape
+        kernel_names = [k for k in ("kernel", "weight") if path[:-1] + (k,) in abstract]
+        if name in ("kernel", "weight") or (name == "bias" and kernel_names):
+            kernel = abstract[path[:-1] + (kernel_names[0],)].shape
             # fan-in: flax kernels are (..., in, out); the transposed convolutions' `weight` is (in, out, kh, kw)
-            fan_in = np.prod(kernel[:-1]) if layer[0] == "kernel" else np.prod(kernel[1:])
+            fan_in = np.prod(kernel[:-1]) if kernel_names[0] == "kernel" else np.prod(kernel[1:])
             value = rng.uniform(-1, 1, shape) / np.sqrt(fan_in)
         elif name in ("embedding", "positional_embedding"):
             value = rng.standard_normal(shape)
-        elif name == "bias":
+        elif name == "bias":  # a LayerNorm's
             value = np.zeros(shape)
         elif name == "scale":  # LayerNorm, or the memory fuser's layer scale (no bias beside it)
             layer_norm = path[:-1] + ("bias",) in abstract
