@@ -200,22 +200,22 @@ def _frame(apply, sampling_apply, config, num_corrections, click_from_truth, mas
         frozen = jax.lax.stop_gradient((s0, s1, pix))
 
         def next_click(carry, xs):
-            (points, labels, point_mask), previous, has_previous = carry
+            (points, labels, point_mask), previous = carry
             key, p = xs
             out = decode(sampling_apply, config, frozen[:2], frozen[2], points, labels,
                          placeholder_rule(labels, point_mask), first, mask_inputs, is_mask_prompt, previous,
-                         has_previous)[0]
+                         correct & (p > 0))[0]
             click, label, used = sample_correction(key, out["high_res_masks"], truth, correct, click_from_truth)
             slot = 2 + p
             points = points.at[:, slot].set(jnp.where(correct[:, None], click, points[:, slot]))
             labels = labels.at[:, slot].set(jnp.where(correct, label, labels[:, slot]))
             point_mask = point_mask.at[:, slot].set(correct & used)
-            return ((points, labels, point_mask), out["pred_masks"], correct), out["pred_masks"]
+            return ((points, labels, point_mask), out["pred_masks"]), out["pred_masks"]
 
         low_res = 4 * level2.shape[1]
         no_previous = jnp.zeros((n, low_res, low_res), pix.dtype)
-        (clicks, _, _), logits = jax.lax.scan(
-            next_click, (padded, no_previous, jnp.zeros((n,), bool)),
+        (clicks, _), logits = jax.lax.scan(
+            next_click, (padded, no_previous),
             (jax.random.split(key, num_corrections), jnp.arange(num_corrections)))
         clicks, logits = checkpoint_name((clicks, logits), "correction_passes")
         # Pass p > 0 gets pass p-1's logits back (from the sampling run: the same values, no gradient).
