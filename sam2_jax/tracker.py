@@ -81,12 +81,13 @@ class BankShape:
                    config.memory_encoder_output_channels, config.vision_config.fpn_hidden_size)
 
 
-def init_state(shape: BankShape) -> TrackerState:
+def init_state(shape: BankShape, feature_dtype=jnp.bfloat16) -> TrackerState:
+    """An empty bank; memory features are stored in bfloat16 as inference stores them."""
     n, cc, r = shape.num_objects, shape.cond_capacity, shape.ring
     return TrackerState(
-        cond_features=jnp.zeros((n, cc, shape.tokens, shape.memory_dim), jnp.bfloat16),
+        cond_features=jnp.zeros((n, cc, shape.tokens, shape.memory_dim), feature_dtype),
         cond_pointers=jnp.zeros((n, cc, shape.hidden), jnp.float32),
-        recent_features=jnp.zeros((n, r, shape.tokens, shape.memory_dim), jnp.bfloat16),
+        recent_features=jnp.zeros((n, r, shape.tokens, shape.memory_dim), feature_dtype),
         recent_pointers=jnp.zeros((n, r, shape.hidden), jnp.float32),
     )
 

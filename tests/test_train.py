@@ -477,17 +477,24 @@ def _track_with_api(model, processor, frames, truth, kind):
 
 
 def test_the_training_pass_tracks_as_the_inference_api(params):
-    """The training pass without corrections gives the masks of `Sam2VideoModel.propagate_in_video_iterator`
-    (random weights, every object present so that the masks are not empty)."""
+    """The training pass without corrections, with `inference_memory`, gives the masks of
+    `Sam2VideoModel.propagate_in_video_iterator` (random weights, every object present so that the masks are
+    not empty). With the original trainer's memory (sigmoid masks of prompted frames), clicked and boxed
+    objects keep their frame-0 masks and change on tracked frames."""
     params = jax.tree_util.tree_map(jnp.array, params)
     params["mask_decoder"]["pred_obj_score_head"]["proj_out"]["bias"] = jnp.full((1,), 20.0)
     model = Sam2VideoModel(CONFIG, params)
     processor = Sam2VideoProcessor(size=SIZE)
     clips = batches.held_out_clips(2, 8, SIZE)
-    run = jax.jit(lambda p, b: forward(model.module, p, b, jax.random.PRNGKey(0), 0)[0])
+    run = jax.jit(lambda p, b, inference: forward(model.module, p, b, jax.random.PRNGKey(0), 0,
+                                                  inference_memory=inference)[0], static_argnums=2)
     for kind in ("click", "box", "mask"):
         batch = batches.make_batch(clips, 6, kind)
-        trained = np.asarray(run(params, batch)) > 0
+        trained = np.asarray(run(params, batch, True)) > 0
+        if kind != "mask":
+            as_trainer = np.asarray(run(params, batch, False)) > 0
+            np.testing.assert_array_equal(as_trainer[0], trained[0])
+            assert np.mean(as_trainer[1:] != trained[1:]) > 1e-3, kind
         n = 0
         for frames, truth in clips:
             api = _track_with_api(model, processor, frames, truth, kind)

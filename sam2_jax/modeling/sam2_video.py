@@ -154,15 +154,16 @@ class Sam2VideoModule(Sam2ImageModule):
         return lam * pointer + (1 - lam) * self.no_object_pointer.astype(pointer.dtype)
 
     # ----------------------------------------------------------------------------- memory encoding
-    def encode_memory(self, level2, high_res_masks, object_score_logits, binarize):
+    def encode_memory(self, level2, high_res_masks, object_score_logits, binarize, feature_dtype=jnp.bfloat16):
         """transformers `_encode_new_memory`: level2 (N,h,w,C) raw features; high_res_masks (N,H,W) logits;
-        object_score_logits (N,); binarize: scalar bool. Returns features (N,h,w,M) in bfloat16."""
+        object_score_logits (N,); binarize: bool (scalar or (N,)). Returns features (N,h,w,M) in
+        `feature_dtype` (bfloat16 as inference stores them; training keeps its compute dtype)."""
         masks = memory_mask_input(high_res_masks[..., None], binarize, self.config)
         features, _ = self.memory_encoder(level2, masks)
         if self.config.enable_occlusion_spatial_embedding:
             absent = (object_score_logits <= 0).astype(features.dtype)[:, None, None, None]
             features = features + absent * self.occlusion_spatial_embedding_parameter[0]
-        return features.astype(jnp.bfloat16)
+        return features.astype(feature_dtype)
 
     def __call__(self, pixel_values):
         """Used by `init`: touches every parameter once."""

@@ -170,8 +170,8 @@ def repeat_passes(x, num_passes: int):
     return jnp.broadcast_to(x, (num_passes,) + x.shape).reshape((num_passes * x.shape[0],) + x.shape[1:])
 
 
-def _frame(apply, sampling_apply, config, num_corrections, click_from_truth, mask_inputs, pos, max_pointers,
-           state, x):
+def _frame(apply, sampling_apply, config, num_corrections, click_from_truth, inference_memory, mask_inputs, pos,
+           max_pointers, state, x):
     """One frame for all objects (a `lax.scan` step): memory attention, decoding with corrections, memory
     encoding. `x` holds the frame's slice of `forward`'s per-frame arrays. Returns (state, (high-res logits
     (N,S,S), summed loss terms)). `sampling_apply` holds constant params: it samples the correction clicks."""
@@ -231,23 +231,31 @@ def _frame(apply, sampling_apply, config, num_corrections, click_from_truth, mas
         out, terms = jax.lax.cond(jnp.any(correct), with_corrections, prompt_only, None)
     else:
         out, terms = prompt_only(None)
-    binarize = first | jnp.any(correct)  # prompted frames go to memory binarised
-    memory_features = apply(level2, out["high_res_masks"], out["object_score_logits"], binarize,
+    if inference_memory:  # prompted frames go to memory binarised, features stored in bfloat16
+        binarize, feature_dtype = first | jnp.any(correct), jnp.bfloat16
+    else:  # the original trainer: the sigmoid of every mask, features in the compute dtype
+        binarize, feature_dtype = False, pix.dtype
+    memory_features = apply(level2, out["high_res_masks"], out["object_score_logits"], binarize, feature_dtype,
                             method=Sam2VideoModule.encode_memory)
     state = write_bank(state, plan, memory_features, out["object_pointer"])
     return state, (out["high_res_masks"], terms)
 
 
 def forward(module: Sam2VideoModule, params, batch: Batch, key, num_corrections: int = 7,
-            click_from_truth: float = 0.1):
+            click_from_truth: float = 0.1, inference_memory: bool = False):
     """The whole pass, frames as one `lax.scan`. Returns (high-res mask logits (T,N,S,S), loss terms summed
     over frames, passes and objects: {"focal", "dice", "iou", "score"}). Padding objects and mask-prompted
-    frames add no loss. Convolutions run as `conv.conv_by_taps` (fast gradients on CPUs)."""
+    frames add no loss. Convolutions run as `conv.conv_by_taps` (fast gradients on CPUs).
+
+    Memory is written as the original trainer writes it (every mask through a sigmoid, so that later frames'
+    losses reach the prompted frames' masks; features kept in the compute dtype), or with `inference_memory`
+    as inference writes it (prompted frames binarised, features in bfloat16: the masks of the inference API).
+    """
     with taps_convolutions():
-        return _forward(module, params, batch, key, num_corrections, click_from_truth)
+        return _forward(module, params, batch, key, num_corrections, click_from_truth, inference_memory)
 
 
-def _forward(module, params, batch, key, num_corrections, click_from_truth):
+def _forward(module, params, batch, key, num_corrections, click_from_truth, inference_memory):
     config = module.config
     apply = functools.partial(module.apply, {"params": params})
     sampling_apply = functools.partial(module.apply, {"params": jax.lax.stop_gradient(params)})
@@ -277,8 +285,9 @@ def _forward(module, params, batch, key, num_corrections, click_from_truth):
           jax.random.split(key, t))
     mask_inputs = jnp.asarray(batch.masks[0])[..., None].astype(dtype)
     frame = functools.partial(_frame, apply, sampling_apply, config, num_corrections, click_from_truth,
-                              mask_inputs, pos, jnp.int32(max_pointers))
-    state = tracker.init_state(tracker.BankShape.for_config(config, n, 1))
+                              inference_memory, mask_inputs, pos, jnp.int32(max_pointers))
+    state = tracker.init_state(tracker.BankShape.for_config(config, n, 1),
+                               jnp.bfloat16 if inference_memory else dtype)
     if t == 1:  # single images: no frames to scan, nothing worth recomputing
         _, (masks, terms) = frame(state, jax.tree_util.tree_map(lambda x: x[0], xs))
         return masks[None], terms

@@ -294,7 +294,8 @@ def evaluate_generated(config: Sam2Config, params, clips, kinds=("click", "box",
 @functools.lru_cache(maxsize=4)
 def _eval_forward(config: Sam2Config):
     module = Sam2VideoModule(config)
-    return jax.jit(lambda params, batch: forward(module, params, batch, jax.random.PRNGKey(0), 0)[0])
+    return jax.jit(lambda params, batch: forward(module, params, batch, jax.random.PRNGKey(0), 0,
+                                                 inference_memory=True)[0])
 
 
 def _add(lists, result: dict) -> None:
