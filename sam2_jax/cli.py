@@ -24,7 +24,6 @@ import numpy as np
 from .video import WRITERS, PromptMark, make_writer, open_video
 
 FORMATS = tuple(WRITERS)  # davis, sav, coco, overlay
-SHAPES_MODEL = Path(__file__).parent / "pretrained" / "sam2-jax-shapes"  # a trained packaged model, if shipped
 DEFAULT_COMPILE_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sam2-jax" / "jax"
 
 
@@ -325,12 +324,14 @@ def _formats(values) -> list[str]:
     return formats
 
 
-def _model_config(folder: str):
-    from .weights import read_config
+def _model_config(model: str):
+    """The config of --model: a checkpoint folder or the name of a packaged model (`weights.PACKAGED`)."""
+    from .weights import PACKAGED, read_config, resolve_pretrained
 
+    folder = resolve_pretrained(model)
     if not Path(folder).is_dir():
-        raise ValueError(f"--model: expected a checkpoint folder, got {folder!r}, which "
-                         + ("is not a folder" if Path(folder).exists() else "does not exist"))
+        raise ValueError(f"--model: expected a checkpoint folder or a packaged model ({', '.join(PACKAGED)}), got "
+                         f"{model!r}, which " + ("is not a folder" if Path(folder).exists() else "does not exist"))
     return read_config(folder)
 
 
@@ -378,7 +379,7 @@ def cmd_track(args) -> int:
     config = _model_config(args.model)
     if args.image_size is not None and args.image_size != config.image_size:
         raise ValueError(f"--image-size {args.image_size} does not match the model's image size "
-                         f"{config.image_size} (in {os.path.join(args.model, 'config.json')})")
+                         f"{config.image_size} (in the config of {args.model})")
     enable_compile_cache(args.compile_cache)
     with contextlib.closing(open_video(args.video)) as source, contextlib.ExitStack() as writers_open:
         num_frames, height, width = source.num_frames, source.height, source.width
@@ -460,9 +461,10 @@ def cmd_demo(args) -> int:
     print(f"1. generated a clip of {args.frames} frames (320x240) with {len(clip.obj_ids)} moving shapes: wrote "
           f"{video} and its ground truth masks to {out / 'ground_truth'}")
 
-    if (SHAPES_MODEL / "config.json").is_file() and not args.random_weights:
-        model = str(SHAPES_MODEL)
-        print(f"2. using the trained packaged model sam2-jax-shapes ({model})")
+    if not args.random_weights:
+        model = "sam2-jax-shapes"
+        print(f"2. using the packaged model {model} (SAM 2.1, 3.1 M parameters, trained on generated clips of "
+              "moving shapes)")
     else:
         from .video_api import Sam2VideoModel
 
@@ -558,7 +560,7 @@ def _add_track_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("video", metavar="VIDEO", help="a video file (mp4, mov, webm, mkv, avi...) or a folder of "
                                                   "frames numbered by their file names (00000.jpg, ...)")
     p.add_argument("--model", required=True, metavar="DIR", help="a video checkpoint folder (config.json and "
-                                                                 "model.safetensors)")
+                                                                 "model.safetensors) or sam2-jax-shapes")
     g = p.add_argument_group("prompts (see below)")
     g.add_argument("--frame", type=_frame_index, default=0, metavar="F",
                    help="the frame of the prompt options that follow (default: 0)")
@@ -623,16 +625,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--frames", type=_int_type(lambda v: v >= 3, "an int >= 3"), default=12,
                       metavar="N", help="clip length (default: %(default)s)")
     demo.add_argument("--image-size", type=_positive, default=256, metavar="S",
-                      help="input size of the random-weight model (default: %(default)s)")
+                      help="input size of the --random-weights model (default: %(default)s)")
     demo.add_argument("--random-weights", action="store_true",
-                      help="use random weights even where the trained sam2-jax-shapes model is installed")
+                      help="a random-weight checkpoint instead of the trained sam2-jax-shapes model")
     demo.add_argument("--seed", type=_int_type(lambda v: v >= 0, "an int >= 0"), default=0, metavar="N",
-                      help="the clip and the random weights (default: %(default)s)")
+                      help="the clip, and the random weights (default: %(default)s)")
     demo.add_argument("--compile-cache", metavar="DIR", default=str(DEFAULT_COMPILE_CACHE),
                       help="as for track (default: %(default)s)")
     demo.set_defaults(func=cmd_demo)
     info = sub.add_parser("info", help="print the JAX devices and, with --model, a checkpoint's config")
-    info.add_argument("--model", help="a checkpoint folder")
+    info.add_argument("--model", help="a checkpoint folder or sam2-jax-shapes")
     info.set_defaults(func=cmd_info)
     for name, module_name, help in MODULE_COMMANDS:
         module = importlib.import_module(f"{__package__}.{module_name}")

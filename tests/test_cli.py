@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -141,11 +142,13 @@ def test_demo_tracks_scores_and_writes_every_format(demo):
     assert davis_frames(out / "ground_truth" / "Annotations" / "480p" / "clip") == list(range(FRAMES))
 
 
-def test_demo_uses_the_packaged_model_when_installed(demo, tmp_path, monkeypatch, capsys, cache):
-    monkeypatch.setattr(cli, "SHAPES_MODEL", demo[0] / "checkpoint")
-    assert cli.main(["demo", "--out", str(tmp_path), "--frames", "3", "--compile-cache", cache]) == 0
-    assert "trained packaged model sam2-jax-shapes" in capsys.readouterr().out
-    assert not (tmp_path / "checkpoint").exists()
+def test_demo_tracks_with_the_packaged_model(tmp_path, capsys, cache):
+    """Without --random-weights the demo tracks with the trained sam2-jax-shapes, named on the command line."""
+    assert cli.main(["demo", "--out", str(tmp_path), "--frames", str(FRAMES), "--compile-cache", cache]) == 0
+    printed = capsys.readouterr().out
+    assert "--model sam2-jax-shapes" in printed and not (tmp_path / "checkpoint").exists()
+    tracked, copied = (float(v) for v in re.search(r"tracked ([\d.]+) .*first mask ([\d.]+)", printed).groups())
+    assert tracked > 0.8 and tracked > copied + 0.3, printed
 
 
 def test_track_video_file_every_format(demo, clip_video, tmp_path, capsys, cache):

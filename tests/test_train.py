@@ -1,6 +1,7 @@
 """Training: the loss pieces by hand, gradients reaching exactly the trainable parameters, overfitting a
 fixed batch, exact resumption, checkpoints that sam2-jax and transformers load strictly, held-out scoring,
-clips from a DAVIS folder, and the training pass against the inference API.
+clips from a DAVIS folder, the training pass against the inference API, and the packaged sam2-jax-shapes
+model's held-out J&F through that API.
 
 Every training batch here has the same shapes and every run the same config and recipe, so the training
 step compiles once for the whole module."""
@@ -504,3 +505,27 @@ def test_the_training_pass_tracks_as_the_inference_api(params):
             assert api[1:].any() and not api[1:].all(), f"{kind}: masks all empty or all full"
             n += count
 
+
+
+# ------------------------------------------------------------------------------------ the shipped model
+# What the shipped model scores on these 16 clips (0.756 / 0.806 / 0.817, copy 0.363), less a margin for other
+# platforms' rounding. The targets it was trained for (0.85 from a click, 0.9 from a mask) are not reached yet.
+SHIPPED_CLICK, SHIPPED_BOX, SHIPPED_MASK = 0.73, 0.78, 0.79
+
+
+def test_the_shipped_model_tracks_held_out_clips():
+    """The packaged sam2-jax-shapes model, loaded by name, through the inference API on held-out generated
+    clips (seeds the training stream never draws): J&F (DAVIS rules) from a click, a box and a mask on
+    frame 0, against the copy-the-first-mask baseline."""
+    model, processor = Sam2VideoModel.from_pretrained("sam2-jax-shapes"), Sam2VideoProcessor(size=128)
+    scores = {kind: [] for kind in ("click", "box", "mask", "copy")}
+    for frames, truth in batches.held_out_clips(16, 8, 128, start=100):
+        for kind in ("click", "box", "mask"):
+            result = evaluate_sequence(_track_with_api(model, processor, frames, truth, kind), truth)
+            scores[kind] += [o["J&F"] for o in result["objects"]]
+        copy = evaluate_sequence(np.broadcast_to(truth[:1], truth.shape).copy(), truth)
+        scores["copy"] += [o["J&F"] for o in copy["objects"]]
+    means = {kind: float(np.mean(v)) for kind, v in scores.items()}
+    print("held-out J&F:", means)
+    assert means["copy"] < 0.4, means
+    assert means["click"] >= SHIPPED_CLICK and means["box"] >= SHIPPED_BOX and means["mask"] >= SHIPPED_MASK, means
