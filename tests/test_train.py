@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import functools
 import math
 
@@ -376,6 +377,16 @@ def test_correction_passes_are_the_original_trainers_loop():
     change = np.abs(without - final)[real].max()
     print(f"fed-back logits change the final logits by up to {change:.3g}")
     assert change > 0.05  # 25 times the tolerance above
+
+
+def test_the_bfloat16_recipe_traces_with_float32_gradients(params, batch):
+    """`--dtype bfloat16` (traced only, not compiled): the loss and the gradients come out in float32, the
+    parameters' dtype, through the correction passes and the memory bank."""
+    recipe = dataclasses.replace(RECIPE, dtype="bfloat16")
+    metrics, grads = jax.eval_shape(gradients(CONFIG, recipe), params, batch, jax.random.PRNGKey(0))
+    assert metrics["loss"].dtype == jnp.float32
+    assert all(g.dtype == p.dtype == jnp.float32
+               for g, p in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(params)))
 
 
 def test_gradients_reach_exactly_the_trainable_parameters(params, batch):

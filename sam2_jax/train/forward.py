@@ -210,7 +210,8 @@ def _frame(apply, sampling_apply, config, num_corrections, click_from_truth, inf
             points = points.at[:, slot].set(jnp.where(correct[:, None], click, points[:, slot]))
             labels = labels.at[:, slot].set(jnp.where(correct, label, labels[:, slot]))
             point_mask = point_mask.at[:, slot].set(correct & used)
-            return ((points, labels, point_mask), out["pred_masks"]), out["pred_masks"]
+            logits = out["pred_masks"].astype(previous.dtype)  # float32 even when computing in bfloat16
+            return ((points, labels, point_mask), logits), logits
 
         low_res = 4 * level2.shape[1]
         no_previous = jnp.zeros((n, low_res, low_res), pix.dtype)
