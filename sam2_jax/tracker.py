@@ -82,7 +82,7 @@ class BankShape:
 
 
 def init_state(shape: BankShape, feature_dtype=jnp.bfloat16) -> TrackerState:
-    """An empty bank; memory features are stored in bfloat16 as inference stores them."""
+    """An empty bank; inference stores memory features in bfloat16 (training may keep its compute dtype)."""
     n, cc, r = shape.num_objects, shape.cond_capacity, shape.ring
     return TrackerState(
         cond_features=jnp.zeros((n, cc, shape.tokens, shape.memory_dim), feature_dtype),

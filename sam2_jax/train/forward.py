@@ -210,7 +210,7 @@ def _frame(apply, sampling_apply, config, num_corrections, click_from_truth, inf
             points = points.at[:, slot].set(jnp.where(correct[:, None], click, points[:, slot]))
             labels = labels.at[:, slot].set(jnp.where(correct, label, labels[:, slot]))
             point_mask = point_mask.at[:, slot].set(correct & used)
-            logits = out["pred_masks"].astype(previous.dtype)  # float32 even when computing in bfloat16
+            logits = out["pred_masks"].astype(previous.dtype)  # the compute dtype (the decoder gives float32)
             return ((points, labels, point_mask), logits), logits
 
         low_res = 4 * level2.shape[1]
@@ -232,12 +232,10 @@ def _frame(apply, sampling_apply, config, num_corrections, click_from_truth, inf
         out, terms = jax.lax.cond(jnp.any(correct), with_corrections, prompt_only, None)
     else:
         out, terms = prompt_only(None)
-    if inference_memory:  # prompted frames go to memory binarised, features stored in bfloat16
-        binarize, feature_dtype = first | jnp.any(correct), jnp.bfloat16
-    else:  # the original trainer: the sigmoid of every mask, features in the compute dtype
-        binarize, feature_dtype = False, pix.dtype
-    memory_features = apply(level2, out["high_res_masks"], out["object_score_logits"], binarize, feature_dtype,
-                            method=Sam2VideoModule.encode_memory)
+    # Inference binarises prompted frames' masks; the original trainer takes the sigmoid of every mask.
+    binarize = (first | jnp.any(correct)) if inference_memory else False
+    memory_features = apply(level2, out["high_res_masks"], out["object_score_logits"], binarize,
+                            state.cond_features.dtype, method=Sam2VideoModule.encode_memory)
     state = write_bank(state, plan, memory_features, out["object_pointer"])
     return state, (out["high_res_masks"], terms)
 
@@ -287,6 +285,7 @@ def _forward(module, params, batch, key, num_corrections, click_from_truth, infe
     mask_inputs = jnp.asarray(batch.masks[0])[..., None].astype(dtype)
     frame = functools.partial(_frame, apply, sampling_apply, config, num_corrections, click_from_truth,
                               inference_memory, mask_inputs, pos, jnp.int32(max_pointers))
+    # Inference stores memory features in bfloat16; the original trainer keeps the compute dtype.
     state = tracker.init_state(tracker.BankShape.for_config(config, n, 1),
                                jnp.bfloat16 if inference_memory else dtype)
     if t == 1:  # single images: no frames to scan, nothing worth recomputing
