@@ -21,6 +21,9 @@ from sam2_jax.config import Sam2Config, small_config
 
 ROOT = Path(__file__).resolve().parents[1]
 MIB = 2**20
+# On a GPU, JAX would otherwise take 75% of its memory at start: torch shares it in the side-by-side runs, and the
+# fresh compile processes run beside their parent. Allocating as needed also makes the peak readings meaningful.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 
 def config_named(name: str) -> Sam2Config:

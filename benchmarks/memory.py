@@ -7,7 +7,8 @@
 Both get the same randomised weights and the same generated frames (`common.moving_shapes`, made one at a time),
 one click per object on frame 0, then every frame through `model(inference_session=session, frame=pixel_values)`
 (streaming). At frames 10, 100, 500, 1000 and the last: the process's RSS above its level after loading the model,
-and for sam2-jax its device memory in use (where JAX reports it) and its session's `nbytes`. transformers'
+the device memory in use (JAX's statistics where it reports them, torch's CUDA allocator), and sam2-jax's
+session's `nbytes`. transformers'
 streaming session keeps every frame and every output, so its memory grows with the stream: it stops after
 --reference-frames, or early when the machine has less than --keep-free-gib available, and the table says so.
 """
@@ -38,11 +39,12 @@ def stream(implementation: str, folder: str, config: str, frames: int, height: i
 
         model, processor = reference.load(folder), reference.processor(size)
         session = processor.init_video_session(inference_device=reference.DEVICE)
-        tensors, context = "pt", reference.no_grad
+        tensors, context, device_in_use = "pt", reference.no_grad, reference.allocated_memory
     else:
         model, processor = Sam2VideoModel.from_pretrained(folder, dtype=dtype), Sam2VideoProcessor(size=size)
         session = processor.init_video_session(dtype=dtype)
         tensors, context = "jax", lambda: precision(dtype)
+        device_in_use = lambda: (device_memory() or {}).get("bytes_in_use")  # noqa: E731
     base, start, samples, stopped = rss(), time.perf_counter(), [], None
     with context():
         for t in range(frames):
@@ -56,10 +58,10 @@ def stream(implementation: str, folder: str, config: str, frames: int, height: i
             if available_memory() < keep_free:
                 stopped = f"stopped after {t + 1} frames: less than {keep_free / 2**30:.0f} GiB left on the machine"
             if t + 1 in MARKS or t + 1 == frames or stopped:
-                stats = device_memory()
+                in_use = device_in_use()
                 samples.append({"frames": t + 1, "seconds": time.perf_counter() - start, "rss_mib": rss() / MIB,
                                 "rss_growth_mib": (rss() - base) / MIB,
-                                "device_mib": stats["bytes_in_use"] / MIB if stats else None,
+                                "device_mib": in_use / MIB if in_use is not None else None,
                                 "session_mib": session.nbytes / MIB if implementation != "transformers" else None})
             if stopped:
                 break
@@ -98,14 +100,18 @@ def report(results: dict) -> str:
     for name, run in results["runs"].items():
         for sample in run["samples"]:
             by_frames.setdefault(sample["frames"], {})[name] = sample
+
+    def device(sample: dict) -> str:
+        return f"{sample['device_mib']:.0f}" if sample["device_mib"] is not None else "n/a"
+
     rows = []
     for frames, samples in sorted(by_frames.items()):
         mine = samples.get(ours)
         rows.append([frames] + [f"{samples[n]['rss_growth_mib']:.0f}" if n in samples else "-" for n in names]
-                    + [f"{mine['device_mib']:.0f}" if mine and mine["device_mib"] is not None else "n/a",
-                       f"{mine['session_mib']:.1f}" if mine else "-"])
+                    + [device(samples[n]) if n in samples else "-" for n in names]
+                    + [f"{mine['session_mib']:.1f}" if mine else "-"])
     table = markdown_table(["frames"] + [f"{n} RSS growth MiB" for n in names]
-                           + [f"{ours} device MiB in use", f"{ours} session nbytes MiB"], rows)
+                           + [f"{n} device MiB in use" for n in names] + [f"{ours} session nbytes MiB"], rows)
     lines = []
     for name, run in results["runs"].items():
         first, last = run["samples"][0], run["samples"][-1]

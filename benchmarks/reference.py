@@ -3,6 +3,8 @@ parity tests' `randomize_`), saved where sam2-jax loads the same weights, and it
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import transformers
 from transformers.models.sam2_video.video_processing_sam2_video import Sam2VideoVideoProcessor
@@ -20,6 +22,21 @@ def randomised_model(config: Sam2Config, folder: str, seed: int = 0) -> transfor
     model = randomize_(transformers.Sam2VideoModel(hf_config(config)).eval(), seed=seed)
     model.save_pretrained(folder)
     return model.to(DEVICE)
+
+
+def in_dtype(model: transformers.Sam2VideoModel, dtype: str) -> transformers.Sam2VideoModel:
+    """`model` in `dtype` ("float32": itself; else a converted copy)."""
+    return model if dtype == "float32" else copy.deepcopy(model).to(getattr(torch, dtype))
+
+
+def peak_memory() -> int | None:
+    """torch's peak CUDA memory allocated in this process, in bytes; None without CUDA."""
+    return torch.cuda.max_memory_allocated() if DEVICE == "cuda" else None
+
+
+def allocated_memory() -> int | None:
+    """torch's CUDA memory allocated now in this process, in bytes; None without CUDA."""
+    return torch.cuda.memory_allocated() if DEVICE == "cuda" else None
 
 
 def load(folder: str) -> transformers.Sam2VideoModel:

@@ -1,8 +1,8 @@
 """Video tracking speed of sam2-jax and transformers `Sam2VideoModel`, side by side in one process.
 
     python -m benchmarks.video [--config small|sam2.1-hiera-tiny|sam2.1-hiera-small] [--frames 64]
-        [--height 480] [--width 854] [--objects 1,4] [--dtype float32,bfloat16] [--cores N] [--json PATH]
-        [--out benchmarks/results/]
+        [--height 480] [--width 854] [--objects 1,4] [--dtype float32,bfloat16] [--reference-dtype DTYPES]
+        [--no-compile-times] [--cores N] [--json PATH] [--out benchmarks/results/]
 
 Both get the same randomised weights, the same generated video (moving discs, `common.moving_shapes`) and
 the same prompts (one click per object on frame 0). Each makes its session, runs the prompt frame with
@@ -12,9 +12,13 @@ Frames per second: the median over the chunks after the first (which holds frame
 memory bank; with one chunk, that one). sam2-jax tracks the first frames once beforehand, so compilation
 stays out of its timings; its compile time is measured in fresh processes, first with an empty persistent
 compilation cache (cold), then with the filled one (warm). FLOPs per frame are XLA's count
-(`cost_analysis`) of the jitted encoder on one frame plus the jitted step on all objects. Host memory: the
+(`cost_analysis`) of the jitted encoder on one frame plus the jitted step on all objects (`--no-compile-times`
+skips both: on a GPU each compilation can take minutes). Host memory: the
 growth of this process's RSS during each implementation's own turns (`benchmarks.memory` measures each
-alone, over long streams). sam2-jax runs float32 at "highest" matmul precision (its parity mode).
+alone, over long streams). sam2-jax runs float32 at "highest" matmul precision (its parity mode); transformers
+float32 runs without TF32 (torch's default for matmuls). On CUDA, transformers also runs in bfloat16 by default
+(`--reference-dtype`), and every run is compared with both. Progress goes to stderr; the table and the result
+files are written after each object count, so that a run stopped early keeps the counts it finished.
 """
 
 from __future__ import annotations
@@ -59,7 +63,7 @@ def precision(dtype: str):
 
 def host(masks) -> np.ndarray:
     """Masks on the host (waiting for the device), from either implementation."""
-    return masks.cpu().numpy() if hasattr(masks, "cpu") else np.asarray(masks)
+    return masks.float().cpu().numpy() if hasattr(masks, "cpu") else np.asarray(masks)
 
 
 def tracking(runner: Runner, video: list, clicks: list):
@@ -163,11 +167,21 @@ def compile_calls(folder: str, dtype: str, calls: list, cache_dir: str) -> list[
     return out
 
 
-def measure(args, config) -> dict:
-    """Warm up, race, then compile in fresh processes: the results of every implementation and object count."""
+STARTED = time.perf_counter()
+
+
+def progress(message: str) -> None:
+    """A line on stderr with the seconds since the benchmark started: a long run shows where it is."""
+    print(f"[{time.perf_counter() - STARTED:7.1f} s] {message}", file=sys.stderr, flush=True)
+
+
+def measure(args, config, publish: Callable[[dict], None]) -> None:
+    """Warm up, race, then compile in fresh processes, for each object count in turn; `publish` gets the results
+    so far after each count, so that a run stopped early keeps the counts it finished."""
     chunk = Sam2VideoModel.scan_length
     counts = [int(n) for n in args.objects.split(",")]
     dtypes = args.dtype.split(",")
+    reference_dtypes = args.reference_dtype.split(",")
     video = [moving_shapes(t, args.height, args.width, max(counts))[0] for t in range(args.frames)]
     clicks = moving_shapes(0, args.height, args.width, max(counts))[1]
     warm_frames = chunk + args.frames % chunk  # the same scans, tail and encoder batches as the full run
@@ -179,9 +193,12 @@ def measure(args, config) -> dict:
                "chunk": chunk, "runs": []}
     with tempfile.TemporaryDirectory() as folder:
         size = config.image_size
-        runners = {"transformers float32": Runner(reference.randomised_model(config, folder, args.seed),
-                                                  reference.processor(size), {"inference_device": reference.DEVICE},
-                                                  reference.no_grad)}
+        reference_model = reference.randomised_model(config, folder, args.seed)
+        runners = {f"transformers {dtype}": Runner(reference.in_dtype(reference_model, dtype), reference.processor(size),
+                                                   {"inference_device": reference.DEVICE,
+                                                    "dtype": getattr(reference.torch, dtype)}, reference.no_grad)
+                   for dtype in reference_dtypes}
+        progress("transformers ready")
         for dtype in dtypes:
             runners[f"sam2-jax {dtype}"] = Runner(Sam2VideoModel.from_pretrained(folder, dtype=dtype),
                                                   Sam2VideoProcessor(size=size), {"dtype": dtype},
@@ -190,21 +207,30 @@ def measure(args, config) -> dict:
             warm_s, calls = {}, {}
             for dtype in dtypes:
                 warm_s[dtype], calls[dtype] = warm_up(runners[f"sam2-jax {dtype}"], video[:warm_frames], clicks[:n])
+                progress(f"{n} object(s): sam2-jax {dtype} warmed up (compiled) in {warm_s[dtype]:.1f} s")
             stats = race(runners, video, clicks[:n], chunk)
-            reference_fps = frames_per_second(stats["transformers float32"]["chunks"])
+            progress(f"{n} object(s): raced")
+            reference_fps = {dtype: frames_per_second(stats[f"transformers {dtype}"]["chunks"])
+                             for dtype in reference_dtypes}
             for name, s in stats.items():
                 run = {"implementation": name, "objects": n, "frames_per_second": frames_per_second(s["chunks"]),
                        "session_s": s["session_s"], "prompt_frame_s": s["prompt_s"],
                        "chunks_frames_seconds": s["chunks"], "host_rss_growth_mib": s["rss_growth"] / MIB}
-                run["ratio_to_transformers"] = run["frames_per_second"] / reference_fps
+                run["ratio_to_transformers"] = {dtype: run["frames_per_second"] / fps
+                                                for dtype, fps in reference_fps.items()}
                 if name.startswith("sam2-jax"):
                     dtype = name.split()[1]
-                    run.update(warm_up_s=warm_s[dtype], **compile_and_count(folder, dtype, calls[dtype]))
-                    run["achieved_gflops_per_s"] = run["gflops_per_frame"]["total"] * run["frames_per_second"]
+                    run["warm_up_s"] = warm_s[dtype]
+                    if args.compile_times:
+                        run.update(compile_and_count(folder, dtype, calls[dtype]))
+                        run["achieved_gflops_per_s"] = run["gflops_per_frame"]["total"] * run["frames_per_second"]
+                        progress(f"{n} object(s): {name} compiled cold in {run['compile_cold_s']:.1f} s, "
+                                 f"warm in {run['compile_warm_s']:.1f} s")
                 results["runs"].append(run)
-    results.update(machine_after=machine(), device_memory=device_memory(),
-                   process_peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    return results
+            results.update(machine_after=machine(), device_memory=device_memory(),
+                           torch_peak_memory=reference.peak_memory(),
+                           process_peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+            publish(results)
 
 
 def compile_and_count(folder: str, dtype: str, calls: list) -> dict:
@@ -225,24 +251,29 @@ def compile_and_count(folder: str, dtype: str, calls: list) -> dict:
 
 def report(results: dict) -> str:
     """The markdown: heading, command, machine, table, notes."""
-    rows = []
+    rows, reference_dtypes = [], list(results["runs"][0]["ratio_to_transformers"])
     for run in results["runs"]:
-        ours = run["implementation"].startswith("sam2-jax")
         flops = run.get("gflops_per_frame")
+        compiled = flops is not None  # sam2-jax with --compile-times
         rows.append([run["implementation"], run["objects"], f"{run['frames_per_second']:.2f}",
-                     f"{run['ratio_to_transformers']:.2f}", f"{run['prompt_frame_s']:.2f}", f"{run['session_s']:.2f}",
-                     f"{run['compile_cold_s']:.1f} / {run['compile_warm_s']:.1f}" if ours else "-",
-                     f"{flops['encode']:.2f} + {flops['step']:.2f}" if ours else "-",
-                     f"{run['achieved_gflops_per_s']:.1f}" if ours else "-", f"{run['host_rss_growth_mib']:.0f}"])
-    table = markdown_table(["implementation", "objects", "frames/s", "x transformers", "prompt frame s", "session s",
-                            "compile cold / warm s", "GFLOP/frame encode + step", "GFLOP/s", "host RSS growth MiB"],
+                     *(f"{run['ratio_to_transformers'][dtype]:.2f}" for dtype in reference_dtypes),
+                     f"{run['prompt_frame_s']:.2f}", f"{run['session_s']:.2f}",
+                     f"{run['warm_up_s']:.1f}" if "warm_up_s" in run else "-",
+                     f"{run['compile_cold_s']:.1f} / {run['compile_warm_s']:.1f}" if compiled else "-",
+                     f"{flops['encode']:.2f} + {flops['step']:.2f}" if compiled else "-",
+                     f"{run['achieved_gflops_per_s']:.1f}" if compiled else "-", f"{run['host_rss_growth_mib']:.0f}"])
+    table = markdown_table(["implementation", "objects", "frames/s",
+                            *(f"x transformers {dtype}" for dtype in reference_dtypes), "prompt frame s", "session s",
+                            "warm-up s", "compile cold / warm s", "GFLOP/frame encode + step", "GFLOP/s", "host RSS growth MiB"],
                            rows)
-    before, device = results["machine_before"], results["device_memory"]
+    before, device, torch_peak = results["machine_before"], results["device_memory"], results["torch_peak_memory"]
     notes = (f"frames/s: median over chunks of {results['chunk']} frames after the first. session s: transformers "
-             "preprocesses the whole video there, sam2-jax each frame as it tracks it. compile: sam2-jax's jitted "
+             "preprocesses the whole video there, sam2-jax each frame as it tracks it. warm-up: sam2-jax's first "
+             f"run over {results['chunk']}+ frames, compilation included. compile: sam2-jax's jitted "
              "functions in fresh processes, empty / filled persistent cache. Process peak RSS "
              f"{results['process_peak_rss_mib']:.0f} MiB; device memory peak "
-             + (f"{device['peak_bytes_in_use'] / MIB:.0f} MiB." if device else "n/a (CPU).")
+             + (f"{device['peak_bytes_in_use'] / MIB:.0f} MiB (sam2-jax), " if device else "n/a (CPU).")
+             + (f"{torch_peak / MIB:.0f} MiB (transformers)." if torch_peak else "")
              + (" On CPU, bfloat16 is emulated by XLA: not a speed mode there." if before["device"] == "cpu" else ""))
     return "\n".join([f"## {results['config']} ({results['image_size']} px), {results['video']}, one click per object",
                       "", f"`{results['command']}`", "", f"Machine: {describe(before, results['machine_after'])}.",
@@ -258,8 +289,13 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=854)
     parser.add_argument("--objects", default="1,4", help="object counts to run, comma-separated")
     parser.add_argument("--dtype", default="float32,bfloat16", help="sam2-jax dtypes (transformers: float32)")
+    parser.add_argument("--reference-dtype", help="transformers dtypes (default: float32,bfloat16 on CUDA, float32 "
+                        "elsewhere)")
     parser.add_argument("--seed", type=int, default=0, help="of the random weights")
     parser.add_argument("--cores", type=int, help="run on this many cores (default: all); 1 on a loaded machine")
+    parser.add_argument("--compile-times", action=argparse.BooleanOptionalAction, default=True,
+                        help="measure sam2-jax's compile times and FLOPs in fresh processes (two compilations "
+                        "per dtype and object count)")
     parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--out", default="benchmarks/results", help="folder for <device>-<config>-<date>.json/.md")
     args = parser.parse_args()
@@ -267,13 +303,20 @@ def main() -> None:
         parser.error(f"--frames: expected at least {Sam2VideoModel.scan_length} (one scan of sam2-jax), "
                      f"got {args.frames}")
     use_cores(args.cores)
-    results = measure(args, config_named(args.config))
-    text = report(results)
-    print(text)
-    print("wrote", *save(args.out, args.config, results, text))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+    if args.reference_dtype is None:
+        from .reference import DEVICE
+
+        args.reference_dtype = "float32,bfloat16" if DEVICE == "cuda" else "float32"
+
+    def publish(results: dict) -> None:
+        text = report(results)
+        print(text, flush=True)
+        print("wrote", *save(args.out, args.config, results, text), flush=True)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(results, f, indent=2)
+
+    measure(args, config_named(args.config), publish)
 
 
 if __name__ == "__main__":
