@@ -8,9 +8,9 @@ Both get the same randomised weights and the same generated frames (`common.movi
 one click per object on frame 0, then every frame through `model(inference_session=session, frame=pixel_values)`
 (streaming). At frames 10, 100, 500, 1000 and the last: the process's RSS above its level after loading the model,
 the device memory in use (JAX's statistics where it reports them, torch's CUDA allocator), and sam2-jax's
-session's `nbytes`. transformers'
-streaming session keeps every frame and every output, so its memory grows with the stream: it stops after
---reference-frames, or early when the machine has less than --keep-free-gib available, and the table says so.
+session's `nbytes`. transformers' streaming session keeps every frame and every output, so its memory grows with
+the stream: it stops after --reference-frames, or early when the machine has less than --keep-free-gib
+available, and the table says so.
 """
 
 from __future__ import annotations
@@ -44,7 +44,10 @@ def stream(implementation: str, folder: str, config: str, frames: int, height: i
         model, processor = Sam2VideoModel.from_pretrained(folder, dtype=dtype), Sam2VideoProcessor(size=size)
         session = processor.init_video_session(dtype=dtype)
         tensors, context = "jax", lambda: precision(dtype)
-        device_in_use = lambda: (device_memory() or {}).get("bytes_in_use")  # noqa: E731
+
+        def device_in_use() -> int | None:
+            return (device_memory() or {}).get("bytes_in_use")
+
     base, start, samples, stopped = rss(), time.perf_counter(), [], None
     with context():
         for t in range(frames):

@@ -194,10 +194,10 @@ def measure(args, config, publish: Callable[[dict], None]) -> None:
     with tempfile.TemporaryDirectory() as folder:
         size = config.image_size
         reference_model = reference.randomised_model(config, folder, args.seed)
-        runners = {f"transformers {dtype}": Runner(reference.in_dtype(reference_model, dtype), reference.processor(size),
-                                                   {"inference_device": reference.DEVICE,
-                                                    "dtype": getattr(reference.torch, dtype)}, reference.no_grad)
-                   for dtype in reference_dtypes}
+        runners = {f"transformers {dtype}": Runner(
+            reference.in_dtype(reference_model, dtype), reference.processor(size),
+            {"inference_device": reference.DEVICE, "dtype": getattr(reference.torch, dtype)}, reference.no_grad)
+            for dtype in reference_dtypes}
         progress("transformers ready")
         for dtype in dtypes:
             runners[f"sam2-jax {dtype}"] = Runner(Sam2VideoModel.from_pretrained(folder, dtype=dtype),
@@ -264,8 +264,8 @@ def report(results: dict) -> str:
                      f"{run['achieved_gflops_per_s']:.1f}" if compiled else "-", f"{run['host_rss_growth_mib']:.0f}"])
     table = markdown_table(["implementation", "objects", "frames/s",
                             *(f"x transformers {dtype}" for dtype in reference_dtypes), "prompt frame s", "session s",
-                            "warm-up s", "compile cold / warm s", "GFLOP/frame encode + step", "GFLOP/s", "host RSS growth MiB"],
-                           rows)
+                            "warm-up s", "compile cold / warm s", "GFLOP/frame encode + step", "GFLOP/s",
+                            "host RSS growth MiB"], rows)
     before, device, torch_peak = results["machine_before"], results["device_memory"], results["torch_peak_memory"]
     notes = (f"frames/s: median over chunks of {results['chunk']} frames after the first. session s: transformers "
              "preprocesses the whole video there, sam2-jax each frame as it tracks it. warm-up: sam2-jax's first "
@@ -288,7 +288,7 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--width", type=int, default=854)
     parser.add_argument("--objects", default="1,4", help="object counts to run, comma-separated")
-    parser.add_argument("--dtype", default="float32,bfloat16", help="sam2-jax dtypes (transformers: float32)")
+    parser.add_argument("--dtype", default="float32,bfloat16", help="sam2-jax dtypes (transformers: --reference-dtype)")
     parser.add_argument("--reference-dtype", help="transformers dtypes (default: float32,bfloat16 on CUDA, float32 "
                         "elsewhere)")
     parser.add_argument("--seed", type=int, default=0, help="of the random weights")
