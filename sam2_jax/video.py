@@ -5,7 +5,8 @@ at the video's own size: memory stays flat whatever the length. Every source has
 (None for a live stream), `height`, `width`, `fps` (None where unknown), iteration in order and,
 where the frame count is known, `len()` and random access `source[i]`.
 
-- `VideoFile`: mp4, mov, webm, avi, mkv... through PyAV.
+- `VideoFile`: mp4, mov, webm, avi, mkv... through PyAV (imported only by `VideoFile` and
+  `OverlayWriter`, so frames in memory and PNG/JSON writers work without it).
 - `ImageFolder`: a folder of JPEG/PNG frames sorted by the number that ends each file name.
 - `FrameArray`: a (T, H, W, 3) array, uint8 or float in [0, 1].
 - `FrameList`: a list of PIL images or (H, W, 3) arrays.
@@ -37,7 +38,6 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
@@ -330,6 +330,7 @@ class VideoFile(FrameSource):
 
     def _open(self):
         """(container, first video stream), or VideoError saying why not."""
+        import av
         try:
             container = av.open(str(self.path))
         except (av.FFmpegError, EOFError) as e:
@@ -343,6 +344,7 @@ class VideoFile(FrameSource):
 
     def _index(self, container, stream) -> None:
         """Count frames from the packets and check the count; keep the pts of each frame."""
+        import av
         pts, keyframe_pts, end = [], [], 0
         try:
             for packet in container.demux(stream):
@@ -379,6 +381,7 @@ class VideoFile(FrameSource):
     def _decode(self, container, stream, start: int = 0) -> Iterator[tuple[int, av.VideoFrame]]:
         """(frame index, av frame) in order from `start`, once the container is positioned at or
         before it."""
+        import av
         i = start - 1
         try:
             for frame in container.decode(stream):
@@ -793,6 +796,8 @@ class OverlayWriter(MaskWriter):
 
     def __init__(self, out, *, fps: float = 24.0, prompts: Iterable[PromptMark] = (),
                  alpha: float = 0.5, overwrite: bool = False):
+        import av
+
         fps = _checked_fps(fps)
         if fps is None:
             raise ValueError("fps: expected a positive number, got None")
@@ -810,6 +815,8 @@ class OverlayWriter(MaskWriter):
         self._last = -1
 
     def _write(self, frame_idx, obj_ids, masks, frame):
+        import av
+
         if frame is None:
             raise ValueError("frame: the overlay writer needs the (H, W, 3) uint8 video frame, got None")
         if frame_idx <= self._last:

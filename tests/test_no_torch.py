@@ -1,10 +1,11 @@
-"""sam2_jax runs end to end without importing torch."""
+"""sam2_jax runs end to end without importing torch, and without PyAV for frames in memory."""
 
 import subprocess
 import sys
 
 SCRIPT = """
 import sys
+sys.modules["av"] = None  # PyAV unavailable: importing it fails
 import numpy as np
 from sam2_jax import Sam2Model, Sam2Processor
 from sam2_jax.config import replace, small_config
@@ -31,7 +32,7 @@ print("ok")
 """
 
 
-def test_sam2_jax_never_imports_torch():
+def test_sam2_jax_never_imports_torch_and_tracks_frames_in_memory_without_pyav():
     result = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("ok")
