@@ -203,7 +203,7 @@ def gradients(config: Sam2Config, recipe: Recipe):
 
     def run(params, batch, key):
         (loss, terms), grads = loss_fn(params, batch, key)
-        return {"loss": loss, **terms, "grad_norm": optax.global_norm(grads)}, grads
+        return {"loss": loss, **terms, "grad_norm": optax.tree.norm(grads)}, grads
 
     return jax.jit(run)
 
@@ -341,16 +341,21 @@ def train(args: argparse.Namespace) -> TrainState:
           f"{slots} object slots, {size} px", flush=True)
     params, opt_state = state.params, state.opt_state
     meter = _Meter(args.steps, args.batch_clips * args.frames)
-    step = state.step
-    while step < args.steps:
+
+    def batch_for(step):  # drawn from (seed, step): a resumed run sees the same clips and prompts
         rng = np.random.default_rng([args.seed, step, 1])
         clips = (generated_clips(args.seed, step, args.batch_clips, args.frames, size) if source is None
                  else source.sample(rng, args.batch_clips))
-        batch = make_batch(clips, slots, "random", rng, mix)
+        return make_batch(clips, slots, "random", rng, mix)
+
+    step = state.step
+    batch = batch_for(step)
+    while step < args.steps:
         key = jax.random.fold_in(jax.random.PRNGKey(args.seed), step)
         lr = learning_rate(step, args.lr, args.warmup, args.steps)
         params, opt_state, metrics = train_step(config, recipe, params, opt_state, batch, key, lr)
         step += 1
+        batch = batch_for(step) if step < args.steps else None  # made while the step computes
         meter.update(step, metrics, lr)
         last = step == args.steps
         if args.save_every and (step % args.save_every == 0 or last):
