@@ -797,7 +797,6 @@ class OverlayWriter(MaskWriter):
     def __init__(self, out, *, fps: float = 24.0, prompts: Iterable[PromptMark] = (),
                  alpha: float = 0.5, overwrite: bool = False):
         import av
-
         fps = _checked_fps(fps)
         if fps is None:
             raise ValueError("fps: expected a positive number, got None")
@@ -816,7 +815,6 @@ class OverlayWriter(MaskWriter):
 
     def _write(self, frame_idx, obj_ids, masks, frame):
         import av
-
         if frame is None:
             raise ValueError("frame: the overlay writer needs the (H, W, 3) uint8 video frame, got None")
         if frame_idx <= self._last:
