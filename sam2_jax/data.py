@@ -3,9 +3,10 @@
 `generate_clip(seed)` draws a clip of T frames with N objects on a textured background: frames
 (T, H, W, 3) uint8 and the exact visible masks (T, N, H, W) bool, fully determined by the seed.
 The recipe is the one that trained a small SAM 2 from scratch (shared/reference/
-training_feasibility.md): a panning background of gradients, smooth colour noise, stripes and
-checkers; ellipses, rectangles, convex polygons, stars and blobs of 7-20% of the frame that move,
-rotate, scale, occlude one another in a fixed depth order and may leave the frame; pixel noise.
+training_feasibility.md): a panning colour gradient under one texture per clip (smooth colour
+noise, stripes, checkers or fine clutter); ellipses, rectangles, convex polygons and blobs
+of 7-20% of the frame that move, rotate, scale, occlude one another in a fixed depth order and
+may leave the frame; pixel noise.
 
 `DavisDataset` and `SavDataset` read annotated videos from disk as `VideoSequence`s
 (name, frames, masks, obj_ids), one at a time and each mask file only when it is looked up.
@@ -110,29 +111,42 @@ def _hat(positions: np.ndarray, size: int) -> np.ndarray:
     return np.maximum(0.0, 1.0 - np.abs(positions[:, None] - np.arange(size)[None, :]))
 
 
+BACKGROUND_KINDS = ("colour noise", "stripes", "checkerboard", "clutter")
+
+
 def _background(rng: np.random.Generator, num_frames: int, height: int, width: int) -> np.ndarray:
-    """(T, H, W, 3) float32 in 0..255 (unclipped): crops of a larger textured canvas that pans
-    by up to 2/128 of the frame per frame."""
+    """(T, H, W, 3) float32 in 0..255 (unclipped): crops of a larger canvas that pans by up to 2/128
+    of the frame per frame: a colour gradient under one of BACKGROUND_KINDS (smooth colour noise,
+    stripes, a checkerboard, or fine blocky clutter)."""
     size = min(height, width)
     max_pan = 2.0 / 128.0 * size
     span = int(np.ceil(max_pan * (num_frames - 1))) + 1
     ch, cw = height + span, width + span
     yy, xx = np.mgrid[0:ch, 0:cw].astype(np.float32)
 
-    # A smooth gradient between random colours.
+    # A smooth gradient between random colours, under one texture: the reference recipe draws one kind per clip.
     canvas = (rng.uniform(40, 215, 3) + rng.uniform(-60, 60, 3) * (xx / cw - 0.5)[..., None]
               + rng.uniform(-60, 60, 3) * (yy / ch - 0.5)[..., None]).astype(np.float32)
-    if rng.random() < 0.7:  # smooth colour noise: random colours on a coarse grid, interpolated
-        gh, gw = rng.integers(2, 11, 2)
-        grid = rng.normal(0.0, rng.uniform(10, 50), (gh + 1, gw + 1, 3))
-        wy, wx = _hat(np.linspace(0, gh, ch), gh + 1), _hat(np.linspace(0, gw, cw), gw + 1)
+    kind = BACKGROUND_KINDS[rng.integers(len(BACKGROUND_KINDS))]
+    if kind in ("colour noise", "clutter"):  # random colours on a grid, smooth (coarse, bilinear) or blocky (fine)
+        if kind == "colour noise":
+            gh, gw = rng.integers(2, 11, 2)
+            amplitude = rng.uniform(10, 50)
+        else:
+            gh, gw = ch // rng.integers(2, 7) + 1, cw // rng.integers(2, 7) + 1
+            amplitude = rng.uniform(5, 25)
+        grid = rng.normal(0.0, amplitude, (gh + 1, gw + 1, 3))
+        positions = (np.linspace(0, gh, ch), np.linspace(0, gw, cw))
+        if kind == "clutter":
+            positions = tuple(np.floor(p) for p in positions)
+        wy, wx = _hat(positions[0], gh + 1), _hat(positions[1], gw + 1)
         rows = (wy @ grid.reshape(gh + 1, -1)).reshape(ch, gw + 1, 3)  # (ch, gw + 1, 3)
         canvas += (wx @ rows).astype(np.float32)  # (cw, gw + 1) @ (ch, gw + 1, 3) -> (ch, cw, 3)
-    for _ in range(rng.integers(0, 3)):  # stripes: sinusoidal gratings
+    elif kind == "stripes":  # a sinusoidal grating
         angle, period = rng.uniform(0, np.pi), rng.uniform(6, 30) * size / 128
         phase = (xx * np.cos(angle) + yy * np.sin(angle)) * (2 * np.pi / period) + rng.uniform(0, 2 * np.pi)
         canvas += np.sin(phase)[..., None] * rng.uniform(-50, 50, 3).astype(np.float32)
-    if rng.random() < 0.25:  # a checkerboard
+    else:  # a checkerboard
         cell = rng.uniform(6, 24) * size / 128
         checker = ((xx // cell + yy // cell) % 2) * 2 - 1
         canvas += checker[..., None] * rng.uniform(-60, 60, 3).astype(np.float32)
@@ -158,8 +172,8 @@ class _Object(NamedTuple):
 
 
 def _outline(rng: np.random.Generator) -> np.ndarray:
-    """(K, 2) vertices of a random ellipse, rectangle, convex polygon, star or blob."""
-    kind = rng.integers(5)
+    """(K, 2) vertices of a random ellipse, rectangle, convex polygon or blob (star-convex)."""
+    kind = rng.integers(4)
     if kind == 0:  # ellipse
         phi = np.linspace(0, 2 * np.pi, 48, endpoint=False)
         return np.stack([np.cos(phi), rng.uniform(0.45, 1.0) * np.sin(phi)], axis=1)
@@ -170,13 +184,10 @@ def _outline(rng: np.random.Generator) -> np.ndarray:
         k = rng.integers(3, 8)
         phi = (np.arange(k) + rng.uniform(-0.35, 0.35, k)) * (2 * np.pi / k)
         return np.stack([np.cos(phi), np.sin(phi)], axis=1)
-    k = rng.integers(4, 8) if kind == 3 else rng.integers(5, 10)
-    if kind == 3:  # star: 2k vertices alternating between the outer and an inner radius
-        phi = np.arange(2 * k) * (np.pi / k)
-        radius = np.where(np.arange(2 * k) % 2 == 0, 1.0, rng.uniform(0.35, 0.7))
-    else:  # blob: a radius drawn at k angles, interpolated around the circle
-        phi = np.linspace(0, 2 * np.pi, 48, endpoint=False)
-        radius = np.interp(phi, np.arange(k) * (2 * np.pi / k), rng.uniform(0.5, 1.0, k), period=2 * np.pi)
+    # blob: a radius drawn at 5-9 angles, interpolated around the circle
+    k = rng.integers(5, 10)
+    phi = np.linspace(0, 2 * np.pi, 48, endpoint=False)
+    radius = np.interp(phi, np.arange(k) * (2 * np.pi / k), rng.uniform(0.5, 1.0, k), period=2 * np.pi)
     return np.stack([radius * np.cos(phi), radius * np.sin(phi)], axis=1)
 
 
