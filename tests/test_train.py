@@ -518,9 +518,10 @@ def test_the_training_pass_tracks_as_the_inference_api(params):
 
 
 # ------------------------------------------------------------------------------------ the shipped model
-# What the shipped model scores on these 16 clips (0.826 / 0.813 / 0.838, copy 0.363), less a margin for other
-# platforms' rounding. The targets it was trained for (0.85 from a click, 0.9 from a mask) are not reached yet.
-SHIPPED_CLICK, SHIPPED_BOX, SHIPPED_MASK = 0.80, 0.80, 0.81
+# What the shipped model scores on these 16 clips (0.847 / 0.871 / 0.875, copy 0.384), less a margin for other
+# platforms' rounding. On 100 held-out clips it meets the click target (0.872 against 0.85), not the mask one
+# (0.889 against 0.9).
+SHIPPED_CLICK, SHIPPED_BOX, SHIPPED_MASK = 0.83, 0.85, 0.86
 
 
 def test_the_shipped_model_tracks_held_out_clips():
