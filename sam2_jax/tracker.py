@@ -98,6 +98,44 @@ def encode_frames(module: Sam2VideoModule, params, pixel_values):
     return module.apply({"params": params}, pixel_values, method=Sam2VideoModule.vision_features)
 
 
+def read_memory(state: TrackerState, lookup) -> tuple:
+    """The memory inputs of `Sam2VideoModule.conditioned_features` after its first two: (memory (N,Cu+6,L,M),
+    memory_tpos, memory_mask, pointers (N,Cu+P-1,C), pointer_offsets, pointer_mask), gathered from the bank
+    by the index arrays of `lookup` (the `StepInputs` names cond_index .. pointer_mask, with an N axis):
+    conditioning slots, then the ring slots of frames t-6..t-1; conditioning pointers, then those of frames
+    t-1..t-15."""
+    n = state.cond_pointers.shape[0]
+    take = functools.partial(jnp.take_along_axis, axis=1)
+    cond_index, pointer_index = lookup["cond_index"], lookup["pointer_index"]
+    memory = jnp.concatenate([take(state.cond_features, cond_index[..., None, None]),
+                              take(state.recent_features, lookup["recent_index"][..., None, None])], axis=1)
+    cc = cond_index.shape[1]
+    memory_tpos = jnp.asarray([NUM_RECENT] * cc + list(range(NUM_RECENT - 1, -1, -1)), jnp.int32)
+    memory_tpos = jnp.broadcast_to(memory_tpos, (n, memory_tpos.shape[0]))
+    memory_mask = jnp.concatenate([lookup["cond_mask"], lookup["recent_mask"]], axis=1)
+    pointers = jnp.concatenate([take(state.cond_pointers, cond_index[..., None]),
+                                take(state.recent_pointers, pointer_index[..., None])], axis=1)
+    recent_offsets = jnp.arange(1, pointer_index.shape[1] + 1, dtype=jnp.int32)
+    pointer_offsets = jnp.concatenate(
+        [lookup["pointer_cond_offset"], jnp.broadcast_to(recent_offsets, pointer_index.shape)], axis=1)
+    pointer_mask = jnp.concatenate([lookup["pointer_cond_mask"], lookup["pointer_mask"]], axis=1)
+    return memory, memory_tpos, memory_mask, pointers, pointer_offsets, pointer_mask
+
+
+def write_memory(state: TrackerState, cond_slot, recent_slot, features, pointer) -> TrackerState:
+    """Store each object's features (N,h,w,M) and pointer (N,C) in its conditioning slot `cond_slot` (N,) or
+    its ring slot `recent_slot` (N,); a slot past the end stores nothing."""
+    n = features.shape[0]
+    flat = features.reshape(n, -1, features.shape[-1])
+    rows = jnp.arange(n)
+    return TrackerState(
+        cond_features=state.cond_features.at[rows, cond_slot].set(flat, mode="drop"),
+        cond_pointers=state.cond_pointers.at[rows, cond_slot].set(pointer, mode="drop"),
+        recent_features=state.recent_features.at[rows, recent_slot].set(flat, mode="drop"),
+        recent_pointers=state.recent_pointers.at[rows, recent_slot].set(pointer, mode="drop"),
+    )
+
+
 def track_step(module: Sam2VideoModule, params, state: TrackerState, features, inputs: StepInputs,
                mask_inputs=None):
     """One frame for all objects: memory attention, decoding, memory encoding, bank update.
@@ -109,39 +147,17 @@ def track_step(module: Sam2VideoModule, params, state: TrackerState, features, i
     (s0, s1, level2), pos = features
     n = state.cond_pointers.shape[0]
     h, w, c = level2.shape[1:]
-    take = functools.partial(jnp.take_along_axis, axis=1)
-    cond_features = take(state.cond_features, inputs.cond_index[..., None, None])
-    memory = jnp.concatenate([cond_features, take(state.recent_features, inputs.recent_index[..., None, None])],
-                             axis=1)
-    cc = inputs.cond_index.shape[1]
-    memory_tpos = jnp.asarray([NUM_RECENT] * cc + list(range(NUM_RECENT - 1, -1, -1)), jnp.int32)
-    memory_tpos = jnp.broadcast_to(memory_tpos, (n, memory_tpos.shape[0]))
-    memory_mask = jnp.concatenate([inputs.cond_mask, inputs.recent_mask], axis=1)
-    pointers = jnp.concatenate([take(state.cond_pointers, inputs.cond_index[..., None]),
-                                take(state.recent_pointers, inputs.pointer_index[..., None])], axis=1)
-    recent_offsets = jnp.arange(1, inputs.pointer_index.shape[1] + 1, dtype=jnp.int32)
-    pointer_offsets = jnp.concatenate(
-        [inputs.pointer_cond_offset, jnp.broadcast_to(recent_offsets, inputs.pointer_index.shape)], axis=1)
-    pointer_mask = jnp.concatenate([inputs.pointer_cond_mask, inputs.pointer_mask], axis=1)
-
     level2_n = jnp.broadcast_to(level2, (n, h, w, c))
     apply = functools.partial(module.apply, {"params": params})
-    pix = apply(level2_n, pos, memory, memory_tpos, memory_mask, pointers, pointer_offsets, pointer_mask,
-                inputs.max_pointers, inputs.use_memory, method=Sam2VideoModule.conditioned_features)
+    pix = apply(level2_n, pos, *read_memory(state, inputs._asdict()), inputs.max_pointers, inputs.use_memory,
+                method=Sam2VideoModule.conditioned_features)
     pix = jnp.where(inputs.is_mask_prompt[:, None, None, None], level2_n, pix)  # raw features for mask prompts
     out = apply((s0, s1), pix, inputs.points, inputs.labels, inputs.point_mask, inputs.multimask, mask_inputs,
                 inputs.is_mask_prompt, method=Sam2VideoModule.segment)
     memory_features = apply(level2_n, out.pop("high_res_masks"), out["object_score_logits"], inputs.binarize,
                             method=Sam2VideoModule.encode_memory)
-    flat = memory_features.reshape(n, h * w, -1)
-    rows = jnp.arange(n)
-    state = TrackerState(
-        cond_features=state.cond_features.at[rows, inputs.write_cond_slot].set(flat, mode="drop"),
-        cond_pointers=state.cond_pointers.at[rows, inputs.write_cond_slot].set(out["object_pointer"], mode="drop"),
-        recent_features=state.recent_features.at[rows, inputs.write_recent_slot].set(flat, mode="drop"),
-        recent_pointers=state.recent_pointers.at[rows, inputs.write_recent_slot].set(
-            out["object_pointer"], mode="drop"),
-    )
+    state = write_memory(state, inputs.write_cond_slot, inputs.write_recent_slot, memory_features,
+                         out["object_pointer"])
     out["maskmem_features"] = memory_features
     return state, out
 

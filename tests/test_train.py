@@ -29,8 +29,8 @@ from sam2_jax.evaluation import evaluate_sequence
 from sam2_jax.train import batches, loop, losses
 from sam2_jax.train.conv import taps_convolutions
 from sam2_jax.modeling.sam2_video import Sam2VideoModule
-from sam2_jax.train.forward import (decode, forward, memory_plan, pass_prompts, placeholder_rule, read_bank,
-                                    sample_correction, score_pass)
+from sam2_jax.train.forward import (COND_WIDTH, decode, forward, pass_prompts, placeholder_rule, sample_correction,
+                                    score_pass, with_memory_plan)
 from sam2_jax.train.loop import Recipe, gradients, tiny_generated_config, with_image_size
 from sam2_jax.video_api import Sam2VideoModel, Sam2VideoProcessor
 from reference import hf_config
@@ -72,7 +72,7 @@ def _args(config_file, out, **overrides) -> argparse.Namespace:
     args = argparse.Namespace(
         config=config_file, init=None, data="generated", format="davis", steps=4, batch_clips=CLIPS,
         objects_per_step=SLOTS, frames=FRAMES, image_size=None, lr=1e-3, warmup=1, weight_decay=0.05,
-        freeze=["image_encoder"], dtype="float32", corrections=2, later_corrections=0.5, prompt_mix=None, seed=3, out=str(out),
+        freeze=["image_encoder"], dtype="float32", corrections=2, later_corrections=0.5, prompt_frames=2, prompt_mix=None, seed=3, out=str(out),
         save_every=2, resume=False, eval_every=0, eval_clips=2, eval_only=False)
     vars(args).update(overrides)
     return args
@@ -92,10 +92,13 @@ def params():
 
 @pytest.fixture(scope="module")
 def batch():
-    """Clicks, boxes and masks, with correction clicks on frame 0 and later frames."""
+    """Clicks, boxes and masks on two prompted frames (frame 0 and a later one, which the pass takes first),
+    with correction clicks on both."""
     clips = batches.generated_clips(seed=5, step=0, count=CLIPS, num_frames=FRAMES, size=SIZE, max_objects=2)
-    return batches.make_batch(clips, SLOTS, "random", np.random.default_rng(0),
-                              batches.PromptMix(later_correction=1.0))
+    batch = batches.make_batch(clips, SLOTS, "random", np.random.default_rng(32))
+    assert batch.prompt_frames.tolist() == [True, False, True]
+    assert set(batch.labels[0, :3, 0].tolist()) == {1, 2, -1}  # a click, a box and a mask
+    return with_memory_plan(CONFIG, batch)
 
 
 # ----------------------------------------------------------------------------------------------- losses
@@ -217,6 +220,16 @@ def test_bad_arguments_name_themselves(config_file, tmp_path, capsys):
         batches.PromptMix(0.5, 0.5, 0.5)
     with pytest.raises(ValueError, match="later corrections"):
         batches.PromptMix(later_correction=1.5)
+    with pytest.raises(ValueError, match="prompt frames"):
+        batches.PromptMix(prompt_frames=3)
+    clips = batches.generated_clips(seed=5, step=0, count=1, num_frames=FRAMES, size=SIZE, max_objects=1)
+    with pytest.raises(ValueError, match="prompt_frames"):
+        batches.make_batch(clips, 1, "click", prompt_frames=(1,))
+    unplanned = batches.make_batch(clips, 1, "click", prompt_frames=(0, 1))
+    with pytest.raises(ValueError, match="batch"):
+        with_memory_plan(CONFIG, unplanned._replace(correct=np.ones((FRAMES, 1), bool)))
+    with pytest.raises(ValueError, match="memory plan"):
+        forward(Sam2VideoModule(CONFIG), loop.initial_params(CONFIG, seed=0), unplanned, jax.random.PRNGKey(0))
     with pytest.raises(ValueError, match="image_size"):
         with_image_size(CONFIG, 100)
     with pytest.raises(ValueError, match="name"):
@@ -313,6 +326,37 @@ def test_correction_clicks_are_drawn_uniformly_from_the_error_region():
     assert used[:, 0].all() and not used[:, 1].any()
 
 
+def test_memory_plan_of_prompted_and_corrected_frames():
+    """`with_memory_plan` by hand on 5 frames. Prompted on frame 0 with object 0 corrected on frame 2: frame 2
+    becomes object 0's second conditioning memory, so frame 3 finds frame 2 there, not among its recent
+    frames; object 1 keeps frame 2 in its ring. Prompted on frames 0 and 3: frame 3 goes second, and frame 1
+    attends to both conditioning memories but takes only frame 0's object pointer (3 is in its future)."""
+    clips = batches.generated_clips(seed=5, step=0, count=1, num_frames=5, size=SIZE, max_objects=2)
+    batch = batches.make_batch(clips, 2, "click")
+    correct = np.zeros((5, 2), bool)
+    correct[[0, 2], 0] = True
+    plan = with_memory_plan(CONFIG, batch._replace(correct=correct)).plan
+    ring = CONFIG.max_object_pointers_in_encoder
+    assert plan["order"].tolist() == [0, 1, 2, 3, 4]
+    assert plan["write_cond_slot"].T.tolist() == [[0, 2, 1, 2, 2], [0, 2, 2, 2, 2]]  # 2: none
+    assert plan["write_recent_slot"].T.tolist() == [[ring, 0, ring, 1, 2], [ring, 0, 1, 2, 3]]
+    frame3 = {k: v[3] for k, v in plan.items() if k != "order"}
+    assert frame3["cond_mask"].tolist() == [[True, True], [True, False]]
+    assert frame3["pointer_cond_offset"][0].tolist() == [3, 1]
+    # Recent memories of frames 3-6 .. 3-1: object 0 has frame 1 (ring slot 0) only; object 1 frames 1 and 2.
+    assert frame3["recent_mask"].tolist() == [[False] * 4 + [True, False], [False] * 4 + [True, True]]
+    assert frame3["recent_index"][1, 4:].tolist() == [0, 1]
+    assert frame3["pointer_mask"][:, :2].tolist() == [[False, True], [True, True]]  # frames 2 and 1
+
+    plan = with_memory_plan(CONFIG, batches.make_batch(clips, 2, "click", prompt_frames=(0, 3))).plan
+    assert plan["order"].tolist() == [0, 3, 1, 2, 4]
+    assert plan["write_cond_slot"][:2].tolist() == [[0, 0], [1, 1]]
+    frame1 = {k: v[2] for k, v in plan.items() if k != "order"}
+    assert frame1["cond_mask"].all() and frame1["pointer_cond_mask"].tolist() == [[True, False]] * 2
+    assert frame1["pointer_cond_offset"][:, 0].tolist() == [1, 1]
+    assert not frame1["recent_mask"].any() and not frame1["pointer_mask"].any()
+
+
 def test_each_decoder_pass_sees_the_prompt_and_the_clicks_before_it():
     points = jnp.arange(2 * 4 * 2, dtype=jnp.float32).reshape(2, 4, 2)
     labels = jnp.array([[1, -10, 0, 1], [-1, -1, 1, 0]])  # a click with two corrections; a tracked object
@@ -331,7 +375,8 @@ def test_correction_passes_are_the_original_trainers_loop():
     mask prompt; the next click drawn from the error region. Clicks come from the truth here
     (click_from_truth 1), so they do not hang on rounding; the loop without fed-back logits must differ."""
     clips = batches.generated_clips(seed=7, step=0, count=2, num_frames=1, size=SIZE, max_objects=2)
-    batch = batches.make_batch(clips, SLOTS, "random", np.random.default_rng(1), batches.PromptMix(0.5, 0.5, 0.0))
+    batch = with_memory_plan(CONFIG, batches.make_batch(clips, SLOTS, "random", np.random.default_rng(1),
+                                                        batches.PromptMix(0.5, 0.5, 0.0)))
     module, key, corrections = Sam2VideoModule(CONFIG), jax.random.PRNGKey(3), 3
     params = loop.initial_params(CONFIG, seed=0)  # every object present
     masks, terms = jax.jit(lambda p: forward(module, p, batch, key, corrections, 1.0))(params)
@@ -341,10 +386,9 @@ def test_correction_passes_are_the_original_trainers_loop():
         (s0, s1, level2), pos = apply(jnp.asarray(batch.pixels[:, 0]), method=Sam2VideoModule.vision_features)
     ci, n, correct = batch.clip_index, SLOTS, jnp.asarray(batch.correct[0])
     assert np.array_equal(correct, batch.valid)  # every object clicked or boxed, then corrected
-    plan, max_pointers = memory_plan(CONFIG, 1)
-    memory = read_bank(tracker.init_state(tracker.BankShape.for_config(CONFIG, n, 1)),
-                       jax.tree_util.tree_map(lambda x: jnp.asarray(x[0]), plan))
-    pix = apply(level2[ci], pos, *memory, jnp.int32(max_pointers), jnp.zeros((n,), bool),
+    plan = {k: jnp.asarray(v[0]) for k, v in batch.plan.items()}
+    memory = tracker.read_memory(tracker.init_state(tracker.BankShape.for_config(CONFIG, n, COND_WIDTH)), plan)
+    pix = apply(level2[ci], pos, *memory, plan["max_pointers"], jnp.zeros((n,), bool),
                 method=Sam2VideoModule.conditioned_features)
     truth, valid = jnp.asarray(batch.masks[0]), jnp.asarray(batch.valid, jnp.float32)
     keys = jax.random.split(jax.random.split(key, 1)[0], corrections)
@@ -352,7 +396,7 @@ def test_correction_passes_are_the_original_trainers_loop():
     def pass_by_pass(feed_back: bool):
         """(summed loss terms, final high-res logits) of the passes one after another."""
         points, labels, point_mask = (jnp.pad(jnp.asarray(v), ((0, 0), (0, corrections)) + ((0, 0),) * (v.ndim - 2))
-                                      for v in (batch.points, batch.labels, batch.point_mask))
+                                      for v in (batch.points[0], batch.labels[0], batch.point_mask[0]))
         previous, total = None, {}
         for p in range(corrections + 1):
             out, *scored = decode(apply, CONFIG, (s0[ci], s1[ci]), pix, points, labels,
@@ -469,18 +513,27 @@ def test_resume_gives_the_state_of_an_uninterrupted_run(config_file, tmp_path, m
 
 
 # -------------------------------------------------------------------------- training pass vs inference
-def _track_with_api(model, processor, frames, truth, kind):
-    """Masks (T,N,H,W) bool from the inference API, prompted on frame 0 as `batches.make_batch` prompts."""
+def _track_with_api(model, processor, frames, truth, kind, prompt_frames=(0,)):
+    """Masks (T,N,H,W) bool from the inference API, prompted as `batches.make_batch` prompts: each prompted frame
+    in turn gets its prompts and runs (an object out of sight there gets its empty mask), then the video is
+    propagated from frame 0."""
     session = processor.init_video_session(video=list(frames))
     ids = list(range(1, truth.shape[1] + 1))
-    first = truth[0]
-    if kind == "click":
-        prompt = dict(input_points=[[[batches.centre_click(m).tolist()] for m in first]], input_labels=[[[1]] * len(ids)])
-    elif kind == "box":
-        prompt = dict(input_boxes=[[batches.box_of(m).tolist() for m in first]])
-    else:
-        prompt = dict(input_masks=list(first))
-    processor.add_inputs_to_inference_session(session, frame_idx=0, obj_ids=ids, **prompt)
+    for t in prompt_frames:
+        shown = [i for i in ids if truth[t, i - 1].any()]
+        if kind == "mask" or len(shown) < len(ids):
+            masked = ids if kind == "mask" else [i for i in ids if i not in shown]
+            processor.add_inputs_to_inference_session(session, frame_idx=t, obj_ids=masked,
+                                                      input_masks=[truth[t, i - 1] for i in masked])
+        if kind == "click" and shown:
+            processor.add_inputs_to_inference_session(
+                session, frame_idx=t, obj_ids=shown, input_labels=[[[1]] * len(shown)],
+                input_points=[[[batches.centre_click(truth[t, i - 1]).tolist()] for i in shown]])
+        elif kind == "box" and shown:
+            processor.add_inputs_to_inference_session(
+                session, frame_idx=t, obj_ids=shown, input_boxes=[[batches.box_of(truth[t, i - 1]).tolist()
+                                                                    for i in shown]])
+        model(session, frame_idx=t)
     out = np.zeros_like(truth)
     for step in model.propagate_in_video_iterator(session, start_frame_idx=0):
         masks = processor.post_process_masks([step.pred_masks], [list(truth.shape[2:])])[0]
@@ -488,11 +541,13 @@ def _track_with_api(model, processor, frames, truth, kind):
     return out
 
 
-def test_the_training_pass_tracks_as_the_inference_api(params):
+@pytest.mark.parametrize("prompt_frames", [(0,), (0, 4)], ids=["frame0", "frames0and4"])
+def test_the_training_pass_tracks_as_the_inference_api(params, prompt_frames):
     """The training pass without corrections, with `inference_memory`, gives the masks of
     `Sam2VideoModel.propagate_in_video_iterator` (random weights, every object present so that the masks are
-    not empty). With the original trainer's memory (sigmoid masks of prompted frames), clicked and boxed
-    objects keep their frame-0 masks and change on tracked frames."""
+    not empty), prompted on frame 0, or on frames 0 and 4 (the pass takes frame 4 second, as the API runs it
+    when it is prompted, before propagating). With the original trainer's memory (sigmoid masks of prompted
+    frames), clicked and boxed objects keep their prompted frames' masks and change on tracked frames."""
     params = jax.tree_util.tree_map(jnp.array, params)
     params["mask_decoder"]["pred_obj_score_head"]["proj_out"]["bias"] = jnp.full((1,), 20.0)
     model = Sam2VideoModel(CONFIG, params)
@@ -500,21 +555,22 @@ def test_the_training_pass_tracks_as_the_inference_api(params):
     clips = batches.held_out_clips(2, 8, SIZE)
     run = jax.jit(lambda p, b, inference: forward(model.module, p, b, jax.random.PRNGKey(0), 0,
                                                   inference_memory=inference)[0], static_argnums=2)
+    prompted = np.isin(np.arange(8), prompt_frames)
     for kind in ("click", "box", "mask"):
-        batch = batches.make_batch(clips, 6, kind)
+        batch = with_memory_plan(CONFIG, batches.make_batch(clips, 6, kind, prompt_frames=prompt_frames))
         trained = np.asarray(run(params, batch, True)) > 0
         if kind != "mask":
             as_trainer = np.asarray(run(params, batch, False)) > 0
-            np.testing.assert_array_equal(as_trainer[0], trained[0])
-            assert (as_trainer[1:] != trained[1:]).any(), kind  # random weights: a few pixels (0.09% on these clips)
+            np.testing.assert_array_equal(as_trainer[prompted], trained[prompted])
+            assert (as_trainer[~prompted] != trained[~prompted]).any(), kind  # random weights: a few pixels
         n = 0
         for frames, truth in clips:
-            api = _track_with_api(model, processor, frames, truth, kind)
+            api = _track_with_api(model, processor, frames, truth, kind, prompt_frames)
             count = truth.shape[1]
             # A mask prompt's own frame: the training pass gives the mask itself, the API gives it back through
-            # the 32x32 low-resolution output (both as transformers does); DAVIS scoring leaves that frame out.
-            first = 1 if kind == "mask" else 0
-            differ = np.mean(api[first:] != trained[first:, n:n + count])
+            # the 32x32 low-resolution output (both as transformers does); DAVIS scoring leaves frame 0 out.
+            scored = ~prompted if kind == "mask" else np.ones(8, bool)
+            differ = np.mean(api[scored] != trained[scored, n:n + count])
             assert differ < 1e-3, f"{kind}: {differ:.2%} of the pixels differ"
             assert api[1:].any() and not api[1:].all(), f"{kind}: masks all empty or all full"
             n += count

@@ -2,11 +2,11 @@
 fixed number of slots, and the prompts the trainer simulates.
 
 A batch holds B clips of T frames and N object slots; every object tracks in its own clip's frames, so the
-objects of all clips form one batch axis. Slots without an object are padding (`valid` False). Prompts on
-frame 0 follow the original SAM 2 trainer: a click drawn uniformly inside the object, a box around it with
-noise, or the mask itself; clicks and boxes may get correction clicks later (sampled inside the model, see
-`forward`). Evaluation prompts are deterministic: the click farthest from the boundary, the exact box, the
-mask.
+objects of all clips form one batch axis. Slots without an object are padding (`valid` False). Prompts
+follow the original SAM 2 trainer: on frame 0 and possibly one more frame, a click drawn uniformly inside
+the object, a box around it with noise, or the mask itself; clicks and boxes get correction clicks on their
+prompted frames and possibly on one later frame (sampled inside the model, see `forward`). Evaluation
+prompts are deterministic: the click farthest from the boundary, the exact box, the mask.
 """
 
 from __future__ import annotations
@@ -32,34 +32,43 @@ class Batch(NamedTuple):
     masks: (T, N, S, S) bool ground truth.
     clip_index: (N,) int32, the clip of each object.
     valid: (N,) bool, real objects (the rest is padding).
-    is_mask_prompt: (N,) bool, the mask is the frame-0 prompt (else points).
-    points: (N, 2, 2) float32 frame-0 points in input pixels (x, y); labels (N, 2) int32; point_mask (N, 2)
-      bool. A click is one point (label 1), a box two (labels 2, 3); a mask prompt carries transformers'
-      (0, 0) label -1 placeholder point.
-    correct: (T, N) bool, frames that get correction clicks.
+    prompt_frames: (T,) bool, the frames prompted for every object (frame 0 among them): the original
+      trainer's initial conditioning frames, processed first and without memory.
+    is_mask_prompt: (T, N) bool, the mask is the prompt on that frame (else points).
+    points: (T, N, 2, 2) float32 points in input pixels (x, y); labels (T, N, 2) int32; point_mask (T, N, 2)
+      bool. A click is one point (label 1), a box two (labels 2, 3); mask prompts and frames without a
+      prompt carry transformers' (0, 0) label -1 placeholder point.
+    correct: (T, N) bool, frames that get correction clicks; their memories are conditioning memories (the
+      original's `add_all_frames_to_correct_as_cond`).
+    plan: the memory lookups of this schedule (`forward.with_memory_plan`), None until planned.
     """
 
     pixels: np.ndarray
     masks: np.ndarray
     clip_index: np.ndarray
     valid: np.ndarray
+    prompt_frames: np.ndarray
     is_mask_prompt: np.ndarray
     points: np.ndarray
     labels: np.ndarray
     point_mask: np.ndarray
     correct: np.ndarray
+    plan: dict | None = None
 
 
 @dataclass(frozen=True)
 class PromptMix:
-    """How the trainer prompts frame 0 (the original trainer's MOSE settings by default)."""
+    """How the trainer prompts (the original trainer's MOSE settings by default): the kind of prompt per
+    object, and the frames prompted: frame 0 and up to `prompt_frames` - 1 random others, the count drawn
+    uniformly per batch."""
 
     click: float = 0.25
     box: float = 0.25
     mask: float = 0.5
     box_noise: float = 0.1  # box corners move by N(0, box_noise * side), at most max_box_noise pixels
     max_box_noise: float = 20.0
-    later_correction: float = 0.5  # chance that a clicked object also gets corrections on one later frame
+    later_correction: float = 0.5  # chance that a clicked object prompted on one frame is also corrected on another
+    prompt_frames: int = 2
 
     def __post_init__(self):
         probs = (self.click, self.box, self.mask)
@@ -67,6 +76,9 @@ class PromptMix:
             raise ValueError(f"prompt mix: expected click, box, mask probabilities >= 0 summing to 1, got {probs}")
         if not 0 <= self.later_correction <= 1:
             raise ValueError(f"later corrections: expected a probability in [0, 1], got {self.later_correction}")
+        if self.prompt_frames not in (1, 2):
+            raise ValueError(f"prompt frames: expected 1 or 2 (at most two conditioning memories per object), "
+                             f"got {self.prompt_frames}")
 
 
 # ------------------------------------------------------------------------------------------- clip sources
@@ -126,12 +138,13 @@ def _resize_masks(masks: np.ndarray, size: int) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------------- batching
 def make_batch(clips, num_slots: int, kinds: np.ndarray | str, rng: np.random.Generator | None = None,
-               mix: PromptMix = PromptMix()) -> Batch:
+               mix: PromptMix = PromptMix(), prompt_frames=(0,)) -> Batch:
     """Pack the objects of `clips` [(frames (T,H,W,3) uint8, masks (T,n,S,S) bool)] into `num_slots` slots
     (objects past the last slot are left out) and prompt them.
 
-    kinds: one of PROMPT_KINDS for every object (deterministic evaluation prompts), or "random" to draw
-    training prompts with `rng` and `mix`.
+    kinds: one of PROMPT_KINDS for every object, prompted on the frames `prompt_frames` (deterministic
+    evaluation prompts), or "random" to draw training prompts, prompted frames and corrected frames with
+    `rng` and `mix`. An object out of sight on a prompted frame is prompted with its empty mask there.
     """
     size = clips[0][1].shape[-1]
     num_frames = clips[0][1].shape[0]
@@ -148,29 +161,41 @@ def make_batch(clips, num_slots: int, kinds: np.ndarray | str, rng: np.random.Ge
     if kinds == "random":
         drawn = rng.choice(len(PROMPT_KINDS), num_slots, p=[mix.click, mix.box, mix.mask])
         kind_names = [PROMPT_KINDS[k] for k in drawn]
+        most = min(mix.prompt_frames, num_frames)
+        count = rng.integers(1, most + 1) if most > 1 else 1  # (no draw when it cannot vary)
+        prompt_frames = [0]
+        if count > 1:
+            prompt_frames += sorted(rng.choice(np.arange(1, num_frames), count - 1, replace=False).tolist())
     else:
         kind_names = [kinds] * num_slots
+    prompted = np.zeros(num_frames, bool)
+    prompted[list(prompt_frames)] = True
+    if not prompted[0]:
+        raise ValueError(f"prompt_frames: expected frame 0 among the prompted frames, got {list(prompt_frames)}")
     kind_names = [k if v else "mask" for k, v in zip(kind_names, valid)]  # padding: an empty mask prompt
-    points = np.zeros((num_slots, 2, 2), np.float32)
-    labels = np.full((num_slots, 2), -1, np.int32)
-    point_mask = np.zeros((num_slots, 2), bool)
+    points = np.zeros((num_frames, num_slots, 2, 2), np.float32)
+    labels = np.full((num_frames, num_slots, 2), -1, np.int32)
+    point_mask = np.zeros((num_frames, num_slots, 2), bool)
+    point_mask[..., 0] = True  # transformers' placeholder point (label -1) where there are no points
+    is_mask_prompt = np.zeros((num_frames, num_slots), bool)
     correct = np.zeros((num_frames, num_slots), bool)
     for i, kind in enumerate(kind_names):
-        first = masks[0, i]
-        if kind == "click":
-            points[i, 0] = _random_click(first, rng) if rng is not None else centre_click(first)
-            labels[i, 0], point_mask[i, 0] = 1, True
-        elif kind == "box":
-            points[i] = _noisy_box(first, rng, mix) if rng is not None else box_of(first).reshape(2, 2)
-            labels[i], point_mask[i] = (2, 3), True
-        else:
-            point_mask[i, 0] = True  # transformers' placeholder point (label -1)
-        if kind != "mask" and rng is not None:
-            correct[0, i] = True
-            if num_frames > 1 and rng.random() < mix.later_correction:
-                correct[rng.integers(1, num_frames), i] = True
-    is_mask_prompt = np.array([k == "mask" for k in kind_names])
-    return Batch(pixels, masks, clip_index, valid, is_mask_prompt, points, labels, point_mask, correct)
+        for t in np.flatnonzero(prompted):
+            mask = masks[t, i]
+            if kind == "mask" or not mask.any():
+                is_mask_prompt[t, i] = True
+                continue
+            if kind == "click":
+                points[t, i, 0] = _random_click(mask, rng) if rng is not None else centre_click(mask)
+                labels[t, i, 0] = 1
+            else:
+                points[t, i] = _noisy_box(mask, rng, mix) if rng is not None else box_of(mask).reshape(2, 2)
+                labels[t, i], point_mask[t, i] = (2, 3), True
+            correct[t, i] = rng is not None
+        if (kind != "mask" and rng is not None and prompted.sum() == 1 and num_frames > 1
+                and rng.random() < mix.later_correction):
+            correct[rng.integers(1, num_frames), i] = True
+    return Batch(pixels, masks, clip_index, valid, prompted, is_mask_prompt, points, labels, point_mask, correct)
 
 
 def centre_click(mask: np.ndarray) -> np.ndarray:

@@ -1,11 +1,14 @@
-"""The differentiable pass over a batch of clips: prompt frame 0, then track frames 1..T-1 with memory, as
+"""The differentiable pass over a batch of clips: prompt some frames, then track the others with memory, as
 inference does (same module methods, same memory lookups), with simulated correction clicks.
 
-The memory bank is `tracker.TrackerState` with one conditioning slot (frame 0) and a ring of tracked
-frames. Every object follows the same schedule (prompted on frame 0, tracked forward), so which slot feeds
-which position is the same for all of them: `memory_plan` asks `tracker.MemoryPlanner` once per clip length,
-and frames 1..T-1 are one `lax.scan`. Each decoder pass is scored with `losses.decoder_losses` on every
-decoder slot (captured from the mask decoder), at the input resolution.
+As in the original trainer, the prompted frames (`Batch.prompt_frames`: frame 0 and possibly another) go
+first, without memory, then the other frames in time order; prompted and corrected frames are stored as
+conditioning memories, the others in the ring of tracked frames (`tracker.TrackerState`). Every object of a
+batch follows the same order, so all of them step together through one `lax.scan`; which slot feeds which
+position differs per object only through its corrected frames, and `with_memory_plan` asks
+`tracker.MemoryPlanner` (transformers' rules, so object pointers of later prompted frames are not used, as at
+inference) on the host. Each decoder pass is scored with `losses.decoder_losses` on every decoder slot
+(captured from the mask decoder), at the input resolution.
 
 Correction clicks (frames marked in `Batch.correct`): `num_corrections` times, one click is drawn uniformly
 from the error region of the current prediction (from the object itself with probability `click_from_truth`),
@@ -38,56 +41,49 @@ from .conv import taps_convolutions
 from .losses import decoder_losses
 
 
-@functools.lru_cache(maxsize=None)
-def memory_plan(config: Sam2Config, num_frames: int) -> tuple[dict[str, np.ndarray], int]:
-    """The memory lookups of every frame of a clip prompted on frame 0 and tracked forward, from
-    `tracker.MemoryPlanner` (transformers' rules). Returns ({name: (T, ...) array} with the index arrays of
-    `tracker.StepInputs` and the write slots, max_pointers)."""
-    shape = tracker.BankShape.for_config(config, 1, 1)
+COND_WIDTH = 2  # conditioning memories per object: the original recipe prompts or corrects at most two frames
+
+
+def with_memory_plan(config: Sam2Config, batch: Batch) -> Batch:
+    """`batch` with its memory plan: the order in which the pass takes the frames (the prompted frames, then
+    the others in time order, as the original trainer) and, per frame and object, the memory lookups of
+    `tracker.MemoryPlanner` (transformers' rules) and the slot the frame's memory goes to. Prompted and
+    corrected frames go to conditioning slots (the original's `add_all_frames_to_correct_as_cond`).
+    Returns a batch whose `plan` is {"order": (T,), "max_pointers": (T,), name: (T, N, ...) for the index
+    arrays of `tracker.StepInputs`, "write_cond_slot", "write_recent_slot"}, all in processing order."""
+    prompted = tuple(int(t) for t in np.flatnonzero(batch.prompt_frames))
+    conditioning = batch.prompt_frames[:, None] | batch.correct
+    counts = conditioning.sum(axis=0)
+    if counts.max() > COND_WIDTH:
+        raise ValueError(f"batch: expected at most {COND_WIDTH} prompted or corrected frames per object, got "
+                         f"{int(counts.max())}")
+    order = prompted + tuple(t for t in range(batch.correct.shape[0]) if t not in prompted)
+    rows = [_object_plan(config, order, tuple(int(t) for t in np.flatnonzero(column))) for column in conditioning.T]
+    plan = {k: np.stack([r[k] for r in rows], axis=1) for k in rows[0] if k != "max_pointers"}
+    plan["max_pointers"] = rows[0]["max_pointers"]  # the same for every object
+    plan["order"] = np.asarray(order, np.int32)
+    return batch._replace(plan=plan)
+
+
+@functools.lru_cache(maxsize=4096)
+def _object_plan(config: Sam2Config, order: tuple, conditioning: tuple) -> dict:
+    """One object's lookups and write slots, (T, ...) arrays in processing `order`, the frames in
+    `conditioning` stored as conditioning memories (see `with_memory_plan`)."""
+    shape = tracker.BankShape.for_config(config, 1, COND_WIDTH)
     planner = tracker.MemoryPlanner(shape, config.num_maskmem)
-    rows, max_pointers = [], None
-    for t in range(num_frames):
-        inputs, max_pointers = planner.memory_inputs(0, t, False, num_frames, streaming=False, cond_width=1)
-        if t == 0:
-            cond_slot, ring_slot = 0, shape.ring  # the conditioning slot; nothing in the ring
-            planner.commit_cond(0, 0, 0)
+    rows = []
+    for t in order:
+        lookup, max_pointers = planner.memory_inputs(0, t, False, len(order), streaming=False,
+                                                     cond_width=COND_WIDTH)
+        if t in conditioning:
+            cond_slot, ring_slot = planner.cond_slot_for(0, t), shape.ring
+            planner.commit_cond(0, cond_slot, t)
         else:
-            cond_slot, ring_slot = shape.cond_capacity, planner.ring_slot_for(0, t)
+            cond_slot, ring_slot = COND_WIDTH, planner.ring_slot_for(0, t)
             planner.commit_ring(0, ring_slot, t)
-        rows.append({**inputs, "write_cond_slot": cond_slot, "write_recent_slot": ring_slot})
-    return {k: np.stack([np.asarray(r[k]) for r in rows]) for k in rows[0]}, max_pointers
-
-
-def read_bank(state: tracker.TrackerState, plan):
-    """The memory inputs of `Sam2VideoModule.conditioned_features` for one frame's `plan` (no N axis), laid
-    out as `tracker.track_step` lays them out: conditioning slots, then the ring slots of frames t-6..t-1;
-    conditioning pointers, then those of frames t-1..t-15."""
-    n, cc = state.cond_pointers.shape[0], plan["cond_index"].shape[0]
-    cond_features = state.cond_features[:, plan["cond_index"]]
-    memory = jnp.concatenate([cond_features, state.recent_features[:, plan["recent_index"]]], axis=1)
-    tpos = jnp.asarray([tracker.NUM_RECENT] * cc + list(range(tracker.NUM_RECENT - 1, -1, -1)), jnp.int32)
-    memory_mask = jnp.concatenate([plan["cond_mask"], plan["recent_mask"]])
-    pointers = jnp.concatenate([state.cond_pointers[:, plan["cond_index"]],
-                                state.recent_pointers[:, plan["pointer_index"]]], axis=1)
-    offsets = jnp.concatenate([plan["pointer_cond_offset"],
-                               jnp.arange(1, plan["pointer_index"].shape[0] + 1, dtype=jnp.int32)])
-    pointer_mask = jnp.concatenate([plan["pointer_cond_mask"], plan["pointer_mask"]])
-
-    def per_object(x):
-        return jnp.broadcast_to(x, (n,) + x.shape)
-
-    return memory, per_object(tpos), per_object(memory_mask), pointers, per_object(offsets), per_object(pointer_mask)
-
-
-def write_bank(state: tracker.TrackerState, plan, features, pointer) -> tracker.TrackerState:
-    """Store features (N,h,w,M) and pointer (N,C) in the plan's slots (a slot past the end stores nothing)."""
-    flat = features.reshape(features.shape[0], -1, features.shape[-1])
-    cond, ring = plan["write_cond_slot"], plan["write_recent_slot"]
-    return tracker.TrackerState(
-        cond_features=state.cond_features.at[:, cond].set(flat, mode="drop"),
-        cond_pointers=state.cond_pointers.at[:, cond].set(pointer, mode="drop"),
-        recent_features=state.recent_features.at[:, ring].set(flat, mode="drop"),
-        recent_pointers=state.recent_pointers.at[:, ring].set(pointer, mode="drop"))
+        rows.append({**lookup, "max_pointers": max_pointers, "write_cond_slot": cond_slot,
+                     "write_recent_slot": ring_slot})
+    return {k: np.stack([np.asarray(r[k]) for r in rows]) for k in rows[0]}
 
 
 def _is_decoder_call(module, method_name: str) -> bool:
@@ -170,16 +166,14 @@ def repeat_passes(x, num_passes: int):
     return jnp.broadcast_to(x, (num_passes,) + x.shape).reshape((num_passes * x.shape[0],) + x.shape[1:])
 
 
-def _frame(apply, sampling_apply, config, num_corrections, click_from_truth, inference_memory, mask_inputs, pos,
-           max_pointers, state, x):
+def _frame(apply, sampling_apply, config, num_corrections, click_from_truth, inference_memory, pos, state, x):
     """One frame for all objects (a `lax.scan` step): memory attention, decoding with corrections, memory
     encoding. `x` holds the frame's slice of `forward`'s per-frame arrays. Returns (state, (high-res logits
     (N,S,S), summed loss terms)). `sampling_apply` holds constant params: it samples the correction clicks."""
     plan, (s0, s1, level2), truth, prompt, is_mask_prompt, correct, weight, first, key = x
     n = level2.shape[0]
-    memory = read_bank(state, plan)
-    pix = apply(level2, pos, *memory, max_pointers, jnp.broadcast_to(~first, (n,)),
-                method=Sam2VideoModule.conditioned_features)
+    pix = apply(level2, pos, *tracker.read_memory(state, plan), plan["max_pointers"],
+                jnp.broadcast_to(~first, (n,)), method=Sam2VideoModule.conditioned_features)
     pix = jnp.where(is_mask_prompt[:, None, None, None], level2, pix)  # as `tracker.track_step`
 
     def decode_and_score(passes, points, labels, point_mask, previous=None, has_previous=None):
@@ -194,6 +188,7 @@ def _frame(apply, sampling_apply, config, num_corrections, click_from_truth, inf
         last = jax.tree_util.tree_map(lambda v: v[-n:], out)  # uncorrected objects: the same as pass 0
         return last, terms
 
+    mask_inputs = truth[..., None].astype(pix.dtype)
     padded = tuple(jnp.pad(v, ((0, 0), (0, num_corrections)) + ((0, 0),) * (v.ndim - 2)) for v in prompt)
 
     def with_corrections(_):
@@ -236,7 +231,8 @@ def _frame(apply, sampling_apply, config, num_corrections, click_from_truth, inf
     binarize = (first | jnp.any(correct)) if inference_memory else False
     memory_features = apply(level2, out["high_res_masks"], out["object_score_logits"], binarize,
                             state.cond_features.dtype, method=Sam2VideoModule.encode_memory)
-    state = write_bank(state, plan, memory_features, out["object_pointer"])
+    state = tracker.write_memory(state, plan["write_cond_slot"], plan["write_recent_slot"], memory_features,
+                                 out["object_pointer"])
     return state, (out["high_res_masks"], terms)
 
 
@@ -255,6 +251,8 @@ def forward(module: Sam2VideoModule, params, batch: Batch, key, num_corrections:
 
 
 def _forward(module, params, batch, key, num_corrections, click_from_truth, inference_memory):
+    if batch.plan is None:
+        raise ValueError("batch: expected a memory plan (`forward.with_memory_plan`), got a batch without one")
     config = module.config
     apply = functools.partial(module.apply, {"params": params})
     sampling_apply = functools.partial(module.apply, {"params": jax.lax.stop_gradient(params)})
@@ -263,30 +261,24 @@ def _forward(module, params, batch, key, num_corrections, click_from_truth, infe
     dtype = jax.tree_util.tree_leaves(params)[0].dtype
     (s0, s1, level2), pos = apply(batch.pixels.reshape(b * t, size, size, 3).astype(dtype),
                                   method=Sam2VideoModule.vision_features)
+    order = jnp.asarray(batch.plan["order"])
 
-    def per_object(x):  # (B*T, ...) -> (T, N, ...)
-        return jnp.swapaxes(x.reshape((b, t) + x.shape[1:])[batch.clip_index], 0, 1)
+    def per_object(x):  # (B*T, ...) -> (T, N, ...) in processing order
+        return jnp.swapaxes(x.reshape((b, t) + x.shape[1:])[batch.clip_index], 0, 1)[order]
 
-    def first_only(x, later):  # (N, ...) on frame 0, `later` on the others -> (T, N, ...)
-        return jnp.concatenate([x[None], jnp.broadcast_to(later, (t - 1,) + x.shape).astype(x.dtype)])
+    def in_order(x):
+        return jnp.asarray(x)[order]
 
-    plan, max_pointers = memory_plan(config, t)
-    placeholder = (np.zeros((n, 2, 2), np.float32), np.array([[-1, -1]] * n, np.int32),
-                   np.array([[True, False]] * n))  # transformers' "no points" on tracked frames
-    prompt = tuple(first_only(jnp.asarray(x), p) for x, p in zip(
-        (batch.points, batch.labels, batch.point_mask), placeholder))
-    is_mask_prompt = first_only(jnp.asarray(batch.is_mask_prompt), False)
     valid = jnp.asarray(batch.valid, jnp.float32)
-    weight = first_only(valid * ~jnp.asarray(batch.is_mask_prompt), valid)
-    first = jnp.arange(t) == 0
-    xs = (jax.tree_util.tree_map(jnp.asarray, plan), (per_object(s0), per_object(s1), per_object(level2)),
-          jnp.asarray(batch.masks), prompt, is_mask_prompt, jnp.asarray(batch.correct), weight, first,
-          jax.random.split(key, t))
-    mask_inputs = jnp.asarray(batch.masks[0])[..., None].astype(dtype)
+    weight = valid * ~jnp.asarray(batch.is_mask_prompt)  # a mask prompt is its own output: nothing to learn
+    plan = {k: jnp.asarray(v) for k, v in batch.plan.items() if k != "order"}
+    xs = (plan, (per_object(s0), per_object(s1), per_object(level2)), in_order(batch.masks),
+          tuple(in_order(v) for v in (batch.points, batch.labels, batch.point_mask)), in_order(batch.is_mask_prompt),
+          in_order(batch.correct), weight[order], in_order(batch.prompt_frames), jax.random.split(key, t))
     frame = functools.partial(_frame, apply, sampling_apply, config, num_corrections, click_from_truth,
-                              inference_memory, mask_inputs, pos, jnp.int32(max_pointers))
+                              inference_memory, pos)
     # Inference stores memory features in bfloat16; the original trainer keeps the compute dtype.
-    state = tracker.init_state(tracker.BankShape.for_config(config, n, 1),
+    state = tracker.init_state(tracker.BankShape.for_config(config, n, COND_WIDTH),
                                jnp.bfloat16 if inference_memory else dtype)
     if t == 1:  # single images: no frames to scan, nothing worth recomputing
         _, (masks, terms) = frame(state, jax.tree_util.tree_map(lambda x: x[0], xs))
@@ -296,4 +288,4 @@ def _forward(module, params, batch, key, num_corrections, click_from_truth, infe
     # The sampled correction clicks and fed-back logits are kept, so the recomputation does not sample again.
     keep_passes = jax.checkpoint_policies.save_only_these_names("correction_passes")
     _, (masks, terms) = jax.lax.scan(jax.checkpoint(frame, prevent_cse=False, policy=keep_passes), state, xs)
-    return masks, {k: v.sum() for k, v in terms.items()}
+    return masks[jnp.argsort(order)], {k: v.sum() for k, v in terms.items()}

@@ -35,7 +35,7 @@ from ..evaluation import evaluate_sequence, region_similarity
 from ..modeling.sam2_video import Sam2VideoModule
 from ..video_api import Sam2VideoModel
 from .batches import FolderClips, PromptMix, generated_clips, held_out_clips, make_batch
-from .forward import forward
+from .forward import forward, with_memory_plan
 from .losses import total_loss
 
 OPTIMIZER_NAME = "optimizer.msgpack"
@@ -272,7 +272,7 @@ def evaluate_generated(config: Sam2Config, params, clips, kinds=("click", "box",
         part = clips[start:start + chunk]
         padded = part + [part[-1]] * (chunk - len(part))  # fixed shapes: one compilation
         for kind in kinds:
-            batch = make_batch(padded, chunk * max_objects, kind)
+            batch = with_memory_plan(config, make_batch(padded, chunk * max_objects, kind))
             masks = np.asarray(run(params, batch)) > 0
             n = 0
             for _, truth in part:
@@ -311,14 +311,16 @@ def format_scores(scores: dict) -> str:
 
 # ---------------------------------------------------------------------------------------------- the run
 SETTINGS = ("config", "data", "format", "steps", "batch_clips", "objects_per_step", "frames", "image_size", "lr",
-            "warmup", "weight_decay", "freeze", "dtype", "seed", "corrections", "later_corrections", "prompt_mix", "init")
+            "warmup", "weight_decay", "freeze", "dtype", "seed", "corrections", "later_corrections", "prompt_frames",
+            "prompt_mix", "init")
 
 
 def train(args: argparse.Namespace) -> TrainState:
     """Run `sam2-jax train` with parsed arguments; returns the final state."""
     config = build_config(args.config, args.image_size)
     size = config.image_size
-    mix = dataclasses.replace(_prompt_mix(args.prompt_mix, args.frames), later_correction=args.later_corrections)
+    mix = dataclasses.replace(_prompt_mix(args.prompt_mix, args.frames), later_correction=args.later_corrections,
+                              prompt_frames=args.prompt_frames)
     settings = {k: getattr(args, k) for k in SETTINGS}
     params = initial_params(config, args.seed)
     if args.init:
@@ -346,7 +348,7 @@ def train(args: argparse.Namespace) -> TrainState:
         rng = np.random.default_rng([args.seed, step, 1])
         clips = (generated_clips(args.seed, step, args.batch_clips, args.frames, size) if source is None
                  else source.sample(rng, args.batch_clips))
-        return make_batch(clips, slots, "random", rng, mix)
+        return with_memory_plan(config, make_batch(clips, slots, "random", rng, mix))
 
     step = state.step
     batch = batch_for(step)
@@ -474,10 +476,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--corrections", type=int, default=7,
                         help="correction clicks per corrected frame (default: %(default)s)")
     parser.add_argument("--later-corrections", type=float, default=0.5, metavar="P",
-                        help="chance that a clicked or boxed object also gets corrections on one later frame "
-                             "(default: %(default)s)")
+                        help="chance that a clicked or boxed object prompted on one frame also gets corrections "
+                             "on one later frame (default: %(default)s)")
+    parser.add_argument("--prompt-frames", type=int, choices=(1, 2), default=2,
+                        help="prompt frame 0 and up to N-1 random others, the count drawn per step; corrected "
+                             "frames become conditioning frames too (default: %(default)s)")
     parser.add_argument("--prompt-mix", metavar="CLICK,BOX,MASK",
-                        help="frame-0 prompt probabilities (default: 0.5,0.5,0 for --frames 1, else 0.25,0.25,0.5)")
+                        help="prompt probabilities per object (default: 0.5,0.5,0 for --frames 1, else "
+                             "0.25,0.25,0.5)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights, clips and prompts (default: %(default)s)")
     parser.add_argument("--out", default="sam2_jax_train", help="checkpoint folder (default: %(default)s)")
     parser.add_argument("--save-every", type=int, default=500, help="checkpoint every N steps (default: %(default)s)")
