@@ -38,7 +38,7 @@ class PresentObjects(Pair):
     purpose, where bfloat16 flips whole objects; IoU then measures presence, not masks."""
 
     @torch.no_grad()
-    def _bias_object_scores(self):
+    def _bias_object_scores(self, num_frames):  # present on every frame, whatever the calibration clip
         self.hf.mask_decoder.pred_obj_score_head.proj_out.bias.fill_(10.0)
 
 

@@ -442,7 +442,7 @@ def test_gradients_reach_exactly_the_trainable_parameters(params, batch):
     where the decoder calls the object absent (as in transformers and the original)."""
     assert batch.is_mask_prompt.any() and (~batch.is_mask_prompt).any() and batch.correct[1:].any()
     present = jax.tree_util.tree_map(jnp.array, params)
-    present["mask_decoder"]["pred_obj_score_head"]["proj_out"]["bias"] = jnp.full((1,), 20.0)
+    present["mask_decoder"]["pred_obj_score_head"]["proj_out"]["bias"] = jnp.full((1,), 20.0, jnp.float32)
     reached = {}
     for weights_set in (params, present):
         metrics, grads = gradients(CONFIG, RECIPE)(weights_set, batch, jax.random.PRNGKey(0))
@@ -522,7 +522,7 @@ def test_the_training_pass_tracks_as_the_inference_api(params):
     when it is prompted, before propagating). With the original trainer's memory (sigmoid masks of prompted
     frames), clicked and boxed objects keep their prompted frames' masks and change on tracked frames."""
     params = jax.tree_util.tree_map(jnp.array, params)
-    params["mask_decoder"]["pred_obj_score_head"]["proj_out"]["bias"] = jnp.full((1,), 20.0)
+    params["mask_decoder"]["pred_obj_score_head"]["proj_out"]["bias"] = jnp.full((1,), 20.0, jnp.float32)
     model = Sam2VideoModel(CONFIG, params)
     processor = Sam2VideoProcessor(size=SIZE)
     clips = batches.held_out_clips(2, 8, SIZE)

@@ -36,25 +36,25 @@ def _video(num_frames=NUM_FRAMES, seed=0):
 class Pair:
     """The same randomised weights in transformers and in sam2-jax."""
 
-    def __init__(self, config, tmp_path, seed=1):
+    def __init__(self, config, tmp_path, seed=1, bias_frames=8):
         torch.manual_seed(seed)
         self.hf = randomize_(transformers.Sam2VideoModel(hf_config(config)).eval(), seed=seed)
         size = {"height": SIZE, "width": SIZE}
         self.hf_processor = transformers.Sam2VideoProcessor(
             image_processor=transformers.Sam2ImageProcessor(size=size), video_processor=Sam2VideoVideoProcessor(
                 size=size))
-        self._bias_object_scores()
+        self._bias_object_scores(bias_frames)
         self.hf.save_pretrained(tmp_path)
         self.ours = Sam2VideoModel.from_pretrained(tmp_path)
         self.processor = Sam2VideoProcessor(size=SIZE)
 
     @torch.no_grad()
-    def _bias_object_scores(self):
-        """Random weights give nearly constant object scores; spread them and centre them on a two-object run so
-        that objects are present on some frames and absent (-1024 masks) on others."""
+    def _bias_object_scores(self, num_frames):
+        """Random weights give nearly constant object scores; spread them and centre them on a two-object run of
+        `num_frames` so that objects are present on some frames and absent (-1024 masks) on others."""
         head = self.hf.mask_decoder.pred_obj_score_head.proj_out
         head.weight.mul_(100.0)
-        session = self.hf_processor.init_video_session(video=_video(num_frames=8), inference_device="cpu")
+        session = self.hf_processor.init_video_session(video=_video(num_frames=num_frames), inference_device="cpu")
         self.hf_processor.add_inputs_to_inference_session(
             session, frame_idx=0, obj_ids=[1, 2], input_points=[[[[70, 80]], [[180, 150]]]], input_labels=[[[1], [1]]])
         scores = [o.object_score_logits for o in self.hf.propagate_in_video_iterator(session, start_frame_idx=0)]
@@ -396,7 +396,7 @@ def test_full_tiny_at_1024_two_objects(tmp_path, monkeypatch):
     from sam2_jax.config import PRESETS
 
     monkeypatch.setattr(__import__(__name__), "SIZE", 1024)
-    pair = Pair(PRESETS["sam2.1-hiera-tiny"], tmp_path, seed=11)
+    pair = Pair(PRESETS["sam2.1-hiera-tiny"], tmp_path, seed=11, bias_frames=2)  # 8 frames at 1024 px: 50 s
     run_flow(pair, [("add", dict(frame_idx=0, obj_ids=[1, 2], input_points=[[[[280, 320]], [[720, 600]]]],
                                  input_labels=[[[1], [1]]])), ("forward", 0), ("propagate", {})],
              video=_video(num_frames=3, seed=8), name="tiny@1024 two objects")
