@@ -395,16 +395,22 @@ def test_correction_passes_are_the_original_trainers_loop():
     truth, valid = jnp.asarray(batch.masks[0]), jnp.asarray(batch.valid, jnp.float32)
     keys = jax.random.split(jax.random.split(key, 1)[0], corrections)
 
+    @jax.jit
+    def decode_pass(points, labels, point_mask, previous, weight):
+        """One decoder call (previous: the fed-back logits, or None) and its loss terms."""
+        out, *scored = decode(apply, CONFIG, (s0[ci], s1[ci]), pix, points, labels,
+                              placeholder_rule(labels, point_mask), jnp.bool_(True), None, None,
+                              previous, correct if previous is not None else None)
+        return out, score_pass(*scored, truth, weight)
+
     def pass_by_pass(feed_back: bool):
         """(summed loss terms, final high-res logits) of the passes one after another."""
         points, labels, point_mask = (jnp.pad(jnp.asarray(v), ((0, 0), (0, corrections)) + ((0, 0),) * (v.ndim - 2))
                                       for v in (batch.points[0], batch.labels[0], batch.point_mask[0]))
         previous, total = None, {}
         for p in range(corrections + 1):
-            out, *scored = decode(apply, CONFIG, (s0[ci], s1[ci]), pix, points, labels,
-                                  placeholder_rule(labels, point_mask), jnp.bool_(True), None, None,
-                                  previous, correct if previous is not None else None)
-            for k, v in score_pass(*scored, truth, valid if p == 0 else valid * correct).items():
+            out, terms = decode_pass(points, labels, point_mask, previous, valid if p == 0 else valid * correct)
+            for k, v in terms.items():
                 total[k] = total.get(k, 0.0) + float(v)
             if p < corrections:
                 click, label, used = sample_correction(keys[p], out["high_res_masks"], truth, correct, 1.0)
