@@ -522,24 +522,25 @@ def test_resume_gives_the_state_of_an_uninterrupted_run(config_file, tmp_path, m
 
 # -------------------------------------------------------------------------- training pass vs inference
 def test_the_training_pass_tracks_as_the_inference_api(params):
-    """The training pass without corrections, with `inference_memory`, gives the masks of
+    """The training pass without corrections, with `inference`, gives the masks of
     `Sam2VideoModel.propagate_in_video_iterator` (random weights, every object present so that the masks are
     not empty), prompted on frame 0, or on frames 0 and 4 (the pass takes frame 4 second, as the API runs it
-    when it is prompted, before propagating). With the original trainer's memory (sigmoid masks of prompted
-    frames), clicked and boxed objects keep their prompted frames' masks and change on tracked frames."""
+    when it is prompted, before propagating). As the original trainer (sigmoid masks of prompted frames in
+    memory, no stability fallback), clicked objects keep their prompted frames' masks and change on tracked
+    frames."""
     params = jax.tree_util.tree_map(jnp.array, params)
     params["mask_decoder"]["pred_obj_score_head"]["proj_out"]["bias"] = jnp.full((1,), 20.0, jnp.float32)
     model = Sam2VideoModel(CONFIG, params)
     processor = Sam2VideoProcessor(size=SIZE)
     clips = batches.held_out_clips(2, 8, SIZE)
     run = jax.jit(lambda p, b, inference: forward(model.module, p, b, jax.random.PRNGKey(0), 0,
-                                                  inference_memory=inference)[0], static_argnums=2)
+                                                  inference=inference)[0], static_argnums=2)
     for prompt_frames, kind in itertools.product([(0,), (0, 4)], ("click", "box", "mask")):
         prompted = np.isin(np.arange(8), prompt_frames)
-        batch = with_memory_plan(CONFIG, batches.make_batch(clips, 6, kind, prompt_frames=prompt_frames))
-        trained = np.asarray(run(params, batch, True)) > 0
-        if kind != "mask":
-            as_trainer = np.asarray(run(params, batch, False)) > 0
+        made = batches.make_batch(clips, 6, kind, prompt_frames=prompt_frames)
+        trained = np.asarray(run(params, with_memory_plan(CONFIG, made, inference=True), True)) > 0
+        if kind == "click":
+            as_trainer = np.asarray(run(params, with_memory_plan(CONFIG, made), False)) > 0
             np.testing.assert_array_equal(as_trainer[prompted], trained[prompted])
             assert (as_trainer[~prompted] != trained[~prompted]).any(), kind  # random weights: a few pixels
         n = 0

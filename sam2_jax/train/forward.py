@@ -6,9 +6,14 @@ first, without memory, then the other frames in time order; prompted and correct
 conditioning memories, the others in the ring of tracked frames (`tracker.TrackerState`). Every object of a
 batch follows the same order, so all of them step together through one `lax.scan`; which slot feeds which
 position differs per object only through its corrected frames, and `with_memory_plan` asks
-`tracker.MemoryPlanner` (transformers' rules, so object pointers of later prompted frames are not used, as at
-inference) on the host. Each decoder pass is scored with `losses.decoder_losses` on every decoder slot
-(captured from the mask decoder), at the input resolution.
+`tracker.MemoryPlanner` (transformers' rules) on the host, adding, as the original trainer does, the object
+pointers of later conditioning frames. Each decoder pass is scored with `losses.decoder_losses` on every
+decoder slot (captured from the mask decoder), at the input resolution.
+
+`tests/test_train_original.py` checks the loss and every gradient against the original trainer
+(`SAM2Train` and `MultiStepMultiMasksAndIous` of the sam2 package). One difference stays on purpose: a mask
+prompt's object pointer comes from the best multimask token, as in transformers and so at inference here,
+where the original takes the single-mask token.
 
 Correction clicks (frames marked in `Batch.correct`): `num_corrections` times, one click is drawn uniformly
 from the error region of the current prediction (from the object itself with probability `click_from_truth`),
@@ -32,10 +37,10 @@ import numpy as np
 from jax.ad_checkpoint import checkpoint_name
 
 from .. import tracker
-from ..config import Sam2Config
+from ..config import Sam2Config, replace
 from ..modeling.layers import bilinear_matrix, resize_with
 from ..modeling.mask_decoder import MaskDecoder
-from ..modeling.sam2_video import Sam2VideoModule
+from ..modeling.sam2_video import NO_OBJ_SCORE, Sam2VideoModule
 from .batches import Batch
 from .conv import taps_convolutions
 from .losses import decoder_losses
@@ -44,11 +49,13 @@ from .losses import decoder_losses
 COND_WIDTH = 2  # conditioning memories per object: the original recipe prompts or corrects at most two frames
 
 
-def with_memory_plan(config: Sam2Config, batch: Batch) -> Batch:
+def with_memory_plan(config: Sam2Config, batch: Batch, inference: bool = False) -> Batch:
     """`batch` with its memory plan: the order in which the pass takes the frames (the prompted frames, then
     the others in time order, as the original trainer) and, per frame and object, the memory lookups of
     `tracker.MemoryPlanner` (transformers' rules) and the slot the frame's memory goes to. Prompted and
     corrected frames go to conditioning slots (the original's `add_all_frames_to_correct_as_cond`).
+    The original trainer lets every conditioning frame's object pointer reach every frame, also the frames
+    before it; inference (and the original at evaluation) takes the pointers of past frames only.
     Returns a batch whose `plan` is {"order": (T,), "max_pointers": (T,), name: (T, N, ...) for the index
     arrays of `tracker.StepInputs`, "write_cond_slot", "write_recent_slot"}, all in processing order."""
     prompted = tuple(int(t) for t in np.flatnonzero(batch.prompt_frames))
@@ -58,7 +65,8 @@ def with_memory_plan(config: Sam2Config, batch: Batch) -> Batch:
         raise ValueError(f"batch: expected at most {COND_WIDTH} prompted or corrected frames per object, got "
                          f"{int(counts.max())}")
     order = prompted + tuple(t for t in range(batch.correct.shape[0]) if t not in prompted)
-    rows = [_object_plan(config, order, tuple(int(t) for t in np.flatnonzero(column))) for column in conditioning.T]
+    rows = [_object_plan(config, order, tuple(int(t) for t in np.flatnonzero(column)), inference)
+            for column in conditioning.T]
     plan = {k: np.stack([r[k] for r in rows], axis=1) for k in rows[0] if k != "max_pointers"}
     plan["max_pointers"] = rows[0]["max_pointers"]  # the same for every object
     plan["order"] = np.asarray(order, np.int32)
@@ -66,7 +74,7 @@ def with_memory_plan(config: Sam2Config, batch: Batch) -> Batch:
 
 
 @functools.lru_cache(maxsize=4096)
-def _object_plan(config: Sam2Config, order: tuple, conditioning: tuple) -> dict:
+def _object_plan(config: Sam2Config, order: tuple, conditioning: tuple, inference: bool) -> dict:
     """One object's lookups and write slots, (T, ...) arrays in processing `order`, the frames in
     `conditioning` stored as conditioning memories (see `with_memory_plan`)."""
     shape = tracker.BankShape.for_config(config, 1, COND_WIDTH)
@@ -75,6 +83,9 @@ def _object_plan(config: Sam2Config, order: tuple, conditioning: tuple) -> dict:
     for t in order:
         lookup, max_pointers = planner.memory_inputs(0, t, False, len(order), streaming=False,
                                                      cond_width=COND_WIDTH)
+        if not inference:  # every conditioning pointer, at its signed offset
+            for slot, c in enumerate(planner.cond_frames[0]):
+                lookup["pointer_cond_mask"][slot], lookup["pointer_cond_offset"][slot] = True, t - c
         if t in conditioning:
             cond_slot, ring_slot = planner.cond_slot_for(0, t), shape.ring
             planner.commit_cond(0, cond_slot, t)
@@ -115,11 +126,13 @@ def decode(apply, config: Sam2Config, high_res, pix, points, labels, point_mask,
 
 def score_pass(slot_masks, iou, score, multimask, truth, weight):
     """Loss terms of one decoder pass summed over objects with `weight` (N,): slot logits upsampled to the
-    input size as the model upsamples its output."""
+    input size as the model upsamples its output, and, as the model outputs them, NO_OBJ_SCORE everywhere
+    where the object score says absent (so such a pass trains the score, not the mask)."""
     size = truth.shape[-1]
     h = slot_masks.shape[-1]
     up = resize_with(slot_masks.astype(jnp.float32)[..., None], bilinear_matrix(h, size),
                      bilinear_matrix(h, size))[..., 0]
+    up = jnp.where(score[:, None, None, None] > 0, up, NO_OBJ_SCORE)
     terms = decoder_losses(up, iou.astype(jnp.float32), score.astype(jnp.float32), truth, multimask)
     return {name: jnp.sum(weight * value) for name, value in terms.items()}
 
@@ -166,7 +179,7 @@ def repeat_passes(x, num_passes: int):
     return jnp.broadcast_to(x, (num_passes,) + x.shape).reshape((num_passes * x.shape[0],) + x.shape[1:])
 
 
-def _frame(apply, sampling_apply, config, num_corrections, click_from_truth, inference_memory, pos, state, x):
+def _frame(apply, sampling_apply, config, num_corrections, click_from_truth, inference, pos, state, x):
     """One frame for all objects (a `lax.scan` step): memory attention, decoding with corrections, memory
     encoding. `x` holds the frame's slice of `forward`'s per-frame arrays. Returns (state, (high-res logits
     (N,S,S), summed loss terms)). `sampling_apply` holds constant params: it samples the correction clicks."""
@@ -228,7 +241,7 @@ def _frame(apply, sampling_apply, config, num_corrections, click_from_truth, inf
     else:
         out, terms = prompt_only(None)
     # Inference binarises prompted frames' masks; the original trainer takes the sigmoid of every mask.
-    binarize = (first | jnp.any(correct)) if inference_memory else False
+    binarize = (first | jnp.any(correct)) if inference else False
     memory_features = apply(level2, out["high_res_masks"], out["object_score_logits"], binarize,
                             state.cond_features.dtype, method=Sam2VideoModule.encode_memory)
     state = tracker.write_memory(state, plan["write_cond_slot"], plan["write_recent_slot"], memory_features,
@@ -237,23 +250,29 @@ def _frame(apply, sampling_apply, config, num_corrections, click_from_truth, inf
 
 
 def forward(module: Sam2VideoModule, params, batch: Batch, key, num_corrections: int = 7,
-            click_from_truth: float = 0.1, inference_memory: bool = False):
+            click_from_truth: float = 0.1, inference: bool = False):
     """The whole pass, frames as one `lax.scan`. Returns (high-res mask logits (T,N,S,S), loss terms summed
     over frames, passes and objects: {"focal", "dice", "iou", "score"}). Padding objects and mask-prompted
     frames add no loss. Convolutions run as `conv.conv_by_taps` (fast gradients on CPUs).
 
-    Memory is written as the original trainer writes it (every mask through a sigmoid, so that later frames'
-    losses reach the prompted frames' masks; features kept in the compute dtype), or with `inference_memory`
-    as inference writes it (prompted frames binarised, features in bfloat16: the masks of the inference API).
+    The pass runs as the original trainer: single-mask outputs are taken as they are (the decoder's
+    stability fallback only runs at evaluation) and every mask goes to memory through a sigmoid (so that
+    later frames' losses reach the prompted frames' masks), its features kept in the compute dtype. With
+    `inference` it runs as the inference API instead: the stability fallback, prompted frames' masks
+    binarised, features in bfloat16 (plan the batch with `with_memory_plan(..., inference=True)`).
     """
     with taps_convolutions():
-        return _forward(module, params, batch, key, num_corrections, click_from_truth, inference_memory)
+        return _forward(module, params, batch, key, num_corrections, click_from_truth, inference)
 
 
-def _forward(module, params, batch, key, num_corrections, click_from_truth, inference_memory):
+def _forward(module, params, batch, key, num_corrections, click_from_truth, inference):
     if batch.plan is None:
         raise ValueError("batch: expected a memory plan (`forward.with_memory_plan`), got a batch without one")
     config = module.config
+    if not inference:
+        config = replace(config, mask_decoder_config=replace(config.mask_decoder_config,
+                                                             dynamic_multimask_via_stability=False))
+        module = Sam2VideoModule(config)
     apply = functools.partial(module.apply, {"params": params})
     sampling_apply = functools.partial(module.apply, {"params": jax.lax.stop_gradient(params)})
     b, t, size = batch.pixels.shape[:3]
@@ -276,10 +295,10 @@ def _forward(module, params, batch, key, num_corrections, click_from_truth, infe
           tuple(in_order(v) for v in (batch.points, batch.labels, batch.point_mask)), in_order(batch.is_mask_prompt),
           in_order(batch.correct), weight[order], in_order(batch.prompt_frames), jax.random.split(key, t))
     frame = functools.partial(_frame, apply, sampling_apply, config, num_corrections, click_from_truth,
-                              inference_memory, pos)
+                              inference, pos)
     # Inference stores memory features in bfloat16; the original trainer keeps the compute dtype.
     state = tracker.init_state(tracker.BankShape.for_config(config, n, COND_WIDTH),
-                               jnp.bfloat16 if inference_memory else dtype)
+                               jnp.bfloat16 if inference else dtype)
     if t == 1:  # single images: no frames to scan, nothing worth recomputing
         _, (masks, terms) = frame(state, jax.tree_util.tree_map(lambda x: x[0], xs))
         return masks[None], terms

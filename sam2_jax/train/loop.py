@@ -272,7 +272,7 @@ def evaluate_generated(config: Sam2Config, params, clips, kinds=("click", "box",
         part = clips[start:start + chunk]
         padded = part + [part[-1]] * (chunk - len(part))  # fixed shapes: one compilation
         for kind in kinds:
-            batch = with_memory_plan(config, make_batch(padded, chunk * max_objects, kind))
+            batch = with_memory_plan(config, make_batch(padded, chunk * max_objects, kind), inference=True)
             masks = np.asarray(run(params, batch)) > 0
             n = 0
             for _, truth in part:
@@ -295,7 +295,7 @@ def evaluate_generated(config: Sam2Config, params, clips, kinds=("click", "box",
 def _eval_forward(config: Sam2Config):
     module = Sam2VideoModule(config)
     return jax.jit(lambda params, batch: forward(module, params, batch, jax.random.PRNGKey(0), 0,
-                                                 inference_memory=True)[0])
+                                                 inference=True)[0])
 
 
 def _add(lists, result: dict) -> None:
