@@ -30,7 +30,7 @@ from sam2_jax.train import batches, loop, losses
 from sam2_jax.train.conv import taps_convolutions
 from sam2_jax.modeling.sam2_video import Sam2VideoModule
 from sam2_jax.train.forward import (COND_WIDTH, decode, forward, pass_prompts, placeholder_rule, sample_correction,
-                                    score_pass, with_memory_plan)
+                                    score_pass, training_config, with_memory_plan)
 from sam2_jax.train.loop import Recipe, gradients, tiny_generated_config, with_image_size
 from sam2_jax.video_api import Sam2VideoModel, Sam2VideoProcessor
 from reference import hf_config
@@ -170,17 +170,17 @@ def test_focal_and_dice_gradients_match_autodiff_of_the_formulas():
 def test_decoder_losses_supervise_the_best_multimask_output_and_every_iou():
     truth = jnp.array([[[True, False], [False, False]]] * 2)  # (N=2, 2, 2)
     right, wrong = jnp.array([[5.0, -5.0], [-5.0, -5.0]]), jnp.array([[-5.0, 5.0], [5.0, 5.0]])
-    masks = jnp.stack([jnp.stack([wrong, wrong, right, wrong])] * 2)  # slot 2 is right, slot 0 is not
-    iou = jnp.array([[0.5, 0.1, 0.2, 0.3]] * 2)
-    multimask = jnp.array([True, False])
-    terms = losses.decoder_losses(masks, iou, jnp.array([1.0, -1.0]), truth, multimask)
+    masks = jnp.stack([jnp.stack([wrong, right, wrong])] * 2)  # three outputs, the second right
+    iou = jnp.array([[0.1, 0.2, 0.3]] * 2)
+    terms = losses.decoder_losses(masks, iou, jnp.array([1.0, -1.0]), truth)
     focal = losses.sigmoid_focal_loss(masks, jnp.broadcast_to(truth[:, None], masks.shape))
-    assert float(terms["focal"][0]) == pytest.approx(float(focal[0, 2]))  # multimask: the best slot
-    assert float(terms["focal"][1]) == pytest.approx(float(focal[1, 0]))  # single mask: slot 0
-    assert float(terms["iou"][0]) == pytest.approx((0.1 + 0.8 + 0.3) / 3)  # actual IoUs 0, 1, 0 of slots 1-3
-    assert float(terms["iou"][1]) == pytest.approx(0.5)
+    assert float(terms["focal"][0]) == pytest.approx(float(focal[0, 1]))  # the best output
+    assert float(terms["iou"][0]) == pytest.approx((0.1 + 0.8 + 0.3) / 3)  # actual IoUs 0, 1, 0
     assert float(terms["score"][1]) == pytest.approx(math.log(1 + math.e))
-    absent = losses.decoder_losses(masks, iou, jnp.array([1.0, 1.0]), jnp.zeros_like(truth), multimask)
+    one = losses.decoder_losses(masks[:, :1], iou[:, :1], jnp.array([1.0, 1.0]), truth)  # a single output
+    assert float(one["focal"][0]) == pytest.approx(float(focal[0, 0]))
+    assert float(one["iou"][0]) == pytest.approx(0.1)
+    absent = losses.decoder_losses(masks, iou, jnp.array([1.0, 1.0]), jnp.zeros_like(truth))
     for name in ("focal", "dice", "iou"):  # mask terms count only where the object is present
         assert np.all(np.asarray(absent[name]) == 0)
     assert float(absent["score"][0]) == pytest.approx(math.log(1 + math.e))
@@ -379,7 +379,7 @@ def test_correction_passes_are_the_original_trainers_loop():
     clips = batches.generated_clips(seed=7, step=0, count=2, num_frames=1, size=SIZE, max_objects=2)
     batch = with_memory_plan(CONFIG, batches.make_batch(clips, SLOTS, "random", np.random.default_rng(1),
                                                         batches.PromptMix(0.5, 0.5, 0.0)))
-    module, key, corrections = Sam2VideoModule(CONFIG), jax.random.PRNGKey(3), 3
+    module, key, corrections = Sam2VideoModule(training_config(CONFIG)), jax.random.PRNGKey(3), 3
     params = loop.initial_params(CONFIG, seed=0)  # every object present
     masks, terms = jax.jit(lambda p: forward(module, p, batch, key, corrections, 1.0))(params)
 

@@ -7,8 +7,8 @@ conditioning memories, the others in the ring of tracked frames (`tracker.Tracke
 batch follows the same order, so all of them step together through one `lax.scan`; which slot feeds which
 position differs per object only through its corrected frames, and `with_memory_plan` asks
 `tracker.MemoryPlanner` (transformers' rules) on the host, adding, as the original trainer does, the object
-pointers of later conditioning frames. Each decoder pass is scored with `losses.decoder_losses` on every
-decoder slot (captured from the mask decoder), at the input resolution.
+pointers of later conditioning frames. Each decoder pass is scored with `losses.decoder_losses` on its
+output slots (captured from the mask decoder), at the input resolution.
 
 `tests/test_train_original.py` checks the loss and every gradient against the original trainer
 (`SAM2Train` and `MultiStepMultiMasksAndIous` of the sam2 package). One difference stays on purpose: a mask
@@ -47,6 +47,13 @@ from .losses import decoder_losses
 
 
 COND_WIDTH = 2  # conditioning memories per object: the original recipe prompts or corrects at most two frames
+
+
+def training_config(config: Sam2Config) -> Sam2Config:
+    """`config` as the original trainer decodes: single-mask outputs as they are (the decoder's stability
+    fallback runs only at evaluation)."""
+    return replace(config, mask_decoder_config=replace(config.mask_decoder_config,
+                                                       dynamic_multimask_via_stability=False))
 
 
 def with_memory_plan(config: Sam2Config, batch: Batch, inference: bool = False) -> Batch:
@@ -125,16 +132,32 @@ def decode(apply, config: Sam2Config, high_res, pix, points, labels, point_mask,
 
 
 def score_pass(slot_masks, iou, score, multimask, truth, weight):
-    """Loss terms of one decoder pass summed over objects with `weight` (N,): slot logits upsampled to the
-    input size as the model upsamples its output, and, as the model outputs them, NO_OBJ_SCORE everywhere
-    where the object score says absent (so such a pass trains the score, not the mask)."""
+    """Loss terms of one decoder pass summed over objects with `weight` (N,): of the multimask outputs
+    (slots 1-3) where `multimask`, else of the single mask (slot 0), upsampled to the input size as the
+    model upsamples its output, and, as the model outputs them, NO_OBJ_SCORE everywhere where the object
+    score says absent (so such a pass trains the score, not the mask). Only the slots some counted object
+    needs are scored (a full-resolution loss per slot is much of a step's cost)."""
     size = truth.shape[-1]
     h = slot_masks.shape[-1]
-    up = resize_with(slot_masks.astype(jnp.float32)[..., None], bilinear_matrix(h, size),
-                     bilinear_matrix(h, size))[..., 0]
-    up = jnp.where(score[:, None, None, None] > 0, up, NO_OBJ_SCORE)
-    terms = decoder_losses(up, iou.astype(jnp.float32), score.astype(jnp.float32), truth, multimask)
-    return {name: jnp.sum(weight * value) for name, value in terms.items()}
+    score = score.astype(jnp.float32)
+
+    def terms_of(slots: slice, weights):
+        masks = slot_masks[:, slots].astype(jnp.float32)[..., None]
+        up = resize_with(masks, bilinear_matrix(h, size), bilinear_matrix(h, size))[..., 0]
+        up = jnp.where(score[:, None, None, None] > 0, up, NO_OBJ_SCORE)
+        terms = decoder_losses(up, iou[:, slots].astype(jnp.float32), score, truth)
+        return {name: jnp.sum(weights * value) for name, value in terms.items()}
+
+    single, multi = weight * ~multimask, weight * multimask
+
+    def both():
+        return jax.tree_util.tree_map(jnp.add, terms_of(slice(0, 1), single), terms_of(slice(1, None), multi))
+
+    def neither():
+        return {name: jnp.zeros((), jnp.float32) for name in ("focal", "dice", "iou", "score")}
+
+    branches = [neither, lambda: terms_of(slice(0, 1), single), lambda: terms_of(slice(1, None), multi), both]
+    return jax.lax.switch(jnp.any(single > 0) + 2 * jnp.any(multi > 0), branches)
 
 
 def sample_correction(key, pred_logits, truth, active, click_from_truth: float):
@@ -268,11 +291,9 @@ def forward(module: Sam2VideoModule, params, batch: Batch, key, num_corrections:
 def _forward(module, params, batch, key, num_corrections, click_from_truth, inference):
     if batch.plan is None:
         raise ValueError("batch: expected a memory plan (`forward.with_memory_plan`), got a batch without one")
-    config = module.config
     if not inference:
-        config = replace(config, mask_decoder_config=replace(config.mask_decoder_config,
-                                                             dynamic_multimask_via_stability=False))
-        module = Sam2VideoModule(config)
+        module = Sam2VideoModule(training_config(module.config))
+    config = module.config
     apply = functools.partial(module.apply, {"params": params})
     sampling_apply = functools.partial(module.apply, {"params": jax.lax.stop_gradient(params)})
     b, t, size = batch.pixels.shape[:3]

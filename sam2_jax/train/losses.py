@@ -3,8 +3,7 @@
 For every decoder pass: focal and dice losses of the mask, L1 regression of the predicted IoU on the
 actual IoU, and a binary cross-entropy of the object score. Mask, dice and IoU terms count only where the
 object is present. With multimask output, only the best of the three masks (by 20 focal + dice) is
-supervised, and the IoU of all three is. Shapes: N objects, K decoder slots (slot 0 is the single-mask
-output, 1..K-1 the multimask outputs), H, W pixels.
+supervised, and the IoU of all three is. Shapes: N objects, K output masks, H, W pixels.
 """
 
 from __future__ import annotations
@@ -98,25 +97,24 @@ def object_score_loss(score_logits, present):
     return optax.sigmoid_binary_cross_entropy(score_logits, present.astype(jnp.float32))
 
 
-def decoder_losses(mask_logits, iou_pred, score_logits, targets, multimask):
-    """The unweighted loss terms of one decoder pass, per object.
+def decoder_losses(mask_logits, iou_pred, score_logits, targets):
+    """The unweighted loss terms of one decoder pass's outputs, per object, as the original's
+    `_update_losses`: one output mask (K = 1) is supervised as it is; of several (the multimask outputs),
+    the best by 20 focal + dice is, and the IoU predictions of all.
 
-    mask_logits (N, K, H, W) every slot at the targets' size; iou_pred (N, K); score_logits (N,);
-    targets (N, H, W) bool; multimask (N,) bool: supervise the best multimask output, else slot 0.
-    Returns {"focal", "dice", "iou", "score"}: (N,) each.
+    mask_logits (N, K, H, W) at the targets' size; iou_pred (N, K); score_logits (N,); targets (N, H, W)
+    bool. Returns {"focal", "dice", "iou", "score"}: (N,) each.
     """
     focal, dice = focal_and_dice(mask_logits, targets[:, None])  # (N, K)
     ious = iou_loss(iou_pred, mask_logits, targets[:, None])
-    combo = WEIGHTS["focal"] * focal[:, 1:] + WEIGHTS["dice"] * dice[:, 1:]
-    slot = jnp.where(multimask, jnp.argmin(combo, axis=1) + 1, 0)
+    best = jnp.argmin(WEIGHTS["focal"] * focal + WEIGHTS["dice"] * dice, axis=1)
 
     def pick(x):
-        return jnp.take_along_axis(x, slot[:, None], axis=1)[:, 0]
+        return jnp.take_along_axis(x, best[:, None], axis=1)[:, 0]
 
     present = targets.any(axis=(-2, -1))
     on = present.astype(jnp.float32)
-    return {"focal": on * pick(focal), "dice": on * pick(dice),
-            "iou": on * jnp.where(multimask, ious[:, 1:].mean(axis=1), ious[:, 0]),
+    return {"focal": on * pick(focal), "dice": on * pick(dice), "iou": on * ious.mean(axis=1),
             "score": object_score_loss(score_logits, present)}
 
 
