@@ -332,7 +332,8 @@ def test_memory_plan_of_prompted_and_corrected_frames():
     """`with_memory_plan` by hand on 5 frames. Prompted on frame 0 with object 0 corrected on frame 2: frame 2
     becomes object 0's second conditioning memory, so frame 3 finds frame 2 there, not among its recent
     frames; object 1 keeps frame 2 in its ring. Prompted on frames 0 and 3: frame 3 goes second, and frame 1
-    attends to both conditioning memories but takes only frame 0's object pointer (3 is in its future)."""
+    attends to both conditioning memories and takes both object pointers, frame 3's at offset -2, as the
+    original trainer does; planned for inference, only frame 0's (3 is in its future)."""
     clips = batches.generated_clips(seed=5, step=0, count=1, num_frames=5, size=SIZE, max_objects=2)
     batch = batches.make_batch(clips, 2, "click")
     correct = np.zeros((5, 2), bool)
@@ -350,13 +351,19 @@ def test_memory_plan_of_prompted_and_corrected_frames():
     assert frame3["recent_index"][1, 4:].tolist() == [0, 1]
     assert frame3["pointer_mask"][:, :2].tolist() == [[False, True], [True, True]]  # frames 2 and 1
 
-    plan = with_memory_plan(CONFIG, batches.make_batch(clips, 2, "click", prompt_frames=(0, 3))).plan
-    assert plan["order"].tolist() == [0, 3, 1, 2, 4]
-    assert plan["write_cond_slot"][:2].tolist() == [[0, 0], [1, 1]]
-    frame1 = {k: v[2] for k, v in plan.items() if k != "order"}
-    assert frame1["cond_mask"].all() and frame1["pointer_cond_mask"].tolist() == [[True, False]] * 2
-    assert frame1["pointer_cond_offset"][:, 0].tolist() == [1, 1]
-    assert not frame1["recent_mask"].any() and not frame1["pointer_mask"].any()
+    two_prompts = batches.make_batch(clips, 2, "click", prompt_frames=(0, 3))
+    for inference in (False, True):
+        plan = with_memory_plan(CONFIG, two_prompts, inference=inference).plan
+        assert plan["order"].tolist() == [0, 3, 1, 2, 4]
+        assert plan["write_cond_slot"][:2].tolist() == [[0, 0], [1, 1]]
+        frame1 = {k: v[2] for k, v in plan.items() if k != "order"}
+        assert frame1["cond_mask"].all() and not frame1["recent_mask"].any() and not frame1["pointer_mask"].any()
+        if inference:
+            assert frame1["pointer_cond_mask"].tolist() == [[True, False]] * 2
+            assert frame1["pointer_cond_offset"][:, 0].tolist() == [1, 1]
+        else:
+            assert frame1["pointer_cond_mask"].all()
+            assert frame1["pointer_cond_offset"].tolist() == [[1, -2]] * 2
 
 
 def test_each_decoder_pass_sees_the_prompt_and_the_clicks_before_it():
