@@ -116,9 +116,14 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
 
 
 def save(out: str, stem: str, results: dict, text: str) -> list[str]:
-    """Write `results` as JSON and `text` as markdown to out/<device>-<stem>-<date>.{json,md}."""
+    """Write `results` as JSON and `text` as markdown to out/<device>-<stem>-<date>.{json,md}, or to
+    <date>-2, -3... when a run of the same day is there already (its results stay)."""
     device = re.sub(r"[^a-z0-9]+", "-", jax.devices()[0].device_kind.lower()).strip("-")
-    base = Path(out) / f"{device}-{stem}-{datetime.date.today().isoformat()}"  # stems may hold dots: no suffixes
+    first = Path(out) / f"{device}-{stem}-{datetime.date.today().isoformat()}"  # stems may hold dots: no suffixes
+    base, count = first, 1
+    while Path(f"{base}.json").exists():
+        count += 1
+        base = Path(f"{first}-{count}")
     base.parent.mkdir(parents=True, exist_ok=True)
     Path(f"{base}.json").write_text(json.dumps(results, indent=2) + "\n")
     Path(f"{base}.md").write_text(text + "\n")

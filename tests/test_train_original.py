@@ -12,8 +12,6 @@ Correction clicks are random in both trainers, so both take the middle pixel of 
 """
 
 import importlib
-import sys
-import types
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +21,7 @@ import torch
 from flax.traverse_util import flatten_dict
 
 from convert.original import to_transformers
+from original_trainer import build_original_trainer, import_original_trainer, loss_of_batch
 from reference import randomize_
 from sam2_jax import weights
 from sam2_jax.config import replace, small_config
@@ -34,25 +33,7 @@ forward_module = importlib.import_module("sam2_jax.train.forward")  # the packag
 
 SIZE, FRAMES, CORRECTIONS = 128, 4, 2
 CONFIG = replace(small_config("2.1", SIZE), model_type="sam2_video")
-LOSS_WEIGHTS = {"loss_mask": 20, "loss_dice": 1, "loss_iou": 1, "loss_class": 1}
-
-
-def _import_original_trainer():
-    """training.model.sam2 and training.loss_fns. They import tensordict (for a batch class used as a type
-    hint) and the trainer (for a constant), which pull in packages this project does not need: stand-ins."""
-    stand_ins = {"training.utils.data_utils": {"BatchedVideoDatapoint": object},
-                 "training.trainer": {"CORE_LOSS_KEY": "core_loss"}}
-    for name, attributes in stand_ins.items():
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            module = types.ModuleType(name)
-            module.__dict__.update(attributes)
-            sys.modules[name] = module
-    return importlib.import_module("training.model.sam2"), importlib.import_module("training.loss_fns")
-
-
-original_trainer, loss_fns = _import_original_trainer()
+original_trainer, _ = import_original_trainer()
 
 
 def _middle_error_pixel_torch(gt_masks, pred_masks, method):
@@ -77,25 +58,8 @@ def _middle_error_pixel_jax(key, pred_logits, truth, active, click_from_truth):
 
 
 def _build_original():
-    """SAM2Train at CONFIG's sizes (sam2.1 tiny's yaml with its sizes overridden), dropout off, randomised."""
-    from sam2.build_sam import build_sam2
-
-    tokens = SIZE // 16
-    layer = "++model.memory_attention.layer"
-    overrides = [
-        "++model._target_=training.model.sam2.SAM2Train", f"++model.image_size={SIZE}",
-        "++model.image_encoder.trunk.embed_dim=16", "++model.image_encoder.trunk.stages=[1,2,3,1]",
-        "++model.image_encoder.trunk.global_att_blocks=[4]",
-        "++model.image_encoder.neck.backbone_channel_list=[128,64,32,16]", "++model.memory_attention.num_layers=2",
-        f"{layer}.self_attention.feat_sizes=[{tokens},{tokens}]",
-        f"{layer}.cross_attention.feat_sizes=[{tokens},{tokens}]",
-        f"{layer}.dropout=0.0", f"{layer}.self_attention.dropout=0.0", f"{layer}.cross_attention.dropout=0.0",
-        f"++model.num_correction_pt_per_frame={CORRECTIONS}", "++model.add_all_frames_to_correct_as_cond=true"]
-    torch.manual_seed(0)
-    model = build_sam2("configs/sam2.1/sam2.1_hiera_t.yaml", None, device="cpu", mode="train",
-                       hydra_overrides_extra=overrides, apply_postprocessing=False)
-    assert isinstance(model, original_trainer.SAM2Train) and model.training
-    randomize_(model, seed=1)
+    """SAM2Train at CONFIG's sizes, dropout off, randomised, with the two differences kept on purpose."""
+    model = randomize_(build_original_trainer(CONFIG, CORRECTIONS), seed=1)
 
     def with_heads_arguments(method, change):
         """`method` with its calls of `_forward_sam_heads` (keyword arguments) changed by `change`."""
@@ -136,34 +100,9 @@ def _set_object_score_bias(model, params, value: float):
 
 
 def _original_loss_and_gradients(model, batch, kind):
-    """The original's forward_tracking with `batch`'s prompts and corrected frames, its loss summed over
-    frames (a mask prompt's own frame left out: it is the prompt, with no gradient), and the gradients in
-    our parameter tree."""
+    """The original's loss of `batch` (`loss_of_batch`) and its gradients in our parameter tree."""
     model.zero_grad()
-    num_frames, num_objects = batch.masks.shape[:2]
-    img_batch = torch.from_numpy(np.ascontiguousarray(batch.pixels.transpose(1, 0, 4, 2, 3)))  # (T, B, 3, S, S)
-    masks = torch.from_numpy(batch.masks)
-    data = types.SimpleNamespace(  # the fields of `BatchedVideoDatapoint` that forward_tracking reads
-        num_frames=num_frames, flat_img_batch=img_batch.transpose(0, 1).flatten(0, 1),
-        flat_obj_to_img_idx=torch.from_numpy(batch.clip_index[None] * num_frames + np.arange(num_frames)[:, None]))
-    prompted = [int(t) for t in np.flatnonzero(batch.prompt_frames)]
-    backbone_out = model.forward_image(data.flat_img_batch)
-    backbone_out.update(
-        gt_masks_per_frame={t: masks[t].unsqueeze(1) for t in range(num_frames)}, num_frames=num_frames,
-        init_cond_frames=prompted, frames_not_in_init_cond=[t for t in range(num_frames) if t not in prompted],
-        frames_to_add_correction_pt=[int(t) for t in np.flatnonzero(batch.correct.any(axis=1))],
-        mask_inputs_per_frame={t: masks[t].unsqueeze(1) for t in prompted} if kind == "mask" else {},
-        point_inputs_per_frame={} if kind == "mask" else {
-            t: {"point_coords": torch.from_numpy(batch.points[t, :, :points].copy()),
-                "point_labels": torch.from_numpy(batch.labels[t, :, :points].copy())}
-            for t in prompted for points in [{"click": 1, "box": 2}[kind]]})
-    outputs = model.forward_tracking(backbone_out, data)
-    loss_fn = loss_fns.MultiStepMultiMasksAndIous(
-        LOSS_WEIGHTS, supervise_all_iou=True, iou_use_l1_loss=True, pred_obj_scores=True,
-        focal_gamma_obj_score=0.0, focal_alpha_obj_score=-1.0)  # the sam2.1 training yaml's
-    count = torch.tensor(float(num_objects))
-    loss = sum(loss_fn._forward(outputs[t], masks[t].float(), count)["core_loss"]
-               for t in range(num_frames) if not (kind == "mask" and t in prompted))
+    loss = loss_of_batch(model, batch, kind)
     loss.backward()
     named = dict(model.named_parameters())
     grads = {k: named[k].grad if k in named and named[k].grad is not None else torch.zeros_like(v)
@@ -212,3 +151,14 @@ def test_loss_and_gradients_are_the_original_trainers(case, original, clips, mon
         print(f"{case}: {part} |grad| {ref_norm:.3g}, |ours - original| {diff:.3g}")
         assert diff <= 2e-3 * ref_norm + 1e-7 * total, part
 
+
+
+def test_the_original_trainer_at_the_shipped_models_sizes():
+    """`build_original_trainer` (also the training-step benchmark's torch side) gives the tiny-generated
+    config's modules: its weights convert strictly into that config's tree, and it has as many parameters
+    as the 3.1 M-parameter model of shared/reference/training_feasibility.md."""
+    config = loop.build_config("tiny-generated")
+    model = build_original_trainer(config, CORRECTIONS)
+    converted = {k: v.numpy() for k, v in to_transformers(model.state_dict(), config).items()}
+    weights.state_dict_to_params(converted, Sam2VideoModel.abstract_params(config))  # raises on any mismatch
+    assert sum(p.numel() for p in model.parameters()) == 3_130_658

@@ -395,9 +395,14 @@ def _count(params, mask=None) -> int:
     return sum(int(np.prod(x.shape)) for x, k in zip(leaves, keep) if k)
 
 
+def default_prompt_mix(frames: int) -> PromptMix:
+    """The original trainer's mix; single images get clicks and boxes only (a mask prompt is its own output)."""
+    return PromptMix(0.5, 0.5, 0.0) if frames == 1 else PromptMix()
+
+
 def _prompt_mix(text: str | None, frames: int) -> PromptMix:
-    if text is None:  # a mask prompt is its own output: single images get clicks and boxes only
-        return PromptMix(0.5, 0.5, 0.0) if frames == 1 else PromptMix()
+    if text is None:
+        return default_prompt_mix(frames)
     try:
         click, box, mask = (float(v) for v in text.split(","))
     except ValueError:
