@@ -5,9 +5,10 @@ The memory bank lives on the device as fixed slots per object (objects are the b
 - `recent_*`: a ring of `max_object_pointers_in_encoder` tracked-frame memories (the last six feed memory
   attention, all of them feed object pointers).
 Which slot feeds which position (transformers looks memories up by frame index: frames t-1..t-6 and
-pointers of t-1..t-15, skipping the ones it lacks) is decided on the host by `MemoryPlanner` from the
-frame index of every slot, and handed to the step as index arrays. The step itself only gathers, attends,
-decodes, encodes and scatters, so its shapes never change with the video length or the number of clicks.
+pointers of t-1..t-15, skipping the ones it lacks) is decided on the host by `plan.MemoryPlanner` from
+the frame index of every slot, and handed to the step as index arrays. The step itself only gathers,
+attends, decodes, encodes and scatters, so its shapes never change with the video length or the number of
+clicks. This module is the device side only; it never imports `plan` (the host side sits above it).
 Shapes: N objects, Cc conditioning slots, R ring slots, L = h*w tokens, M = 64, C = 256, K prompt points.
 """
 
@@ -19,7 +20,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from .config import Sam2Config
 from .modeling.sam2_video import Sam2VideoModule
@@ -41,7 +41,7 @@ class TrackerState(NamedTuple):
 
 
 class StepInputs(NamedTuple):
-    """Per-frame, per-object instructions for `track_step`, built on the host by the session."""
+    """Per-frame, per-object instructions for `track_step`, built on the host (`plan.SessionPlan`)."""
 
     use_memory: Any  # (N,) bool: memory attention (False on initial conditioning frames)
     is_mask_prompt: Any  # (N,) bool: the mask prompt is the output (transformers `_use_mask_as_output`)
@@ -174,117 +174,3 @@ def track_frames(module: Sam2VideoModule, params, state: TrackerState, features,
         return carry, out
 
     return jax.lax.scan(body, state, (features[0], inputs))
-
-
-# ----------------------------------------------------------------------------------------- host side
-def select_closest_cond_frames(frame_idx: int, cond_frames: list[int], limit: int) -> list[int]:
-    """transformers `_select_closest_cond_frames`: the closest conditioning frame before `frame_idx`, the
-    closest at or after it, then the nearest others, up to `limit` (all of them when they fit)."""
-    if len(cond_frames) <= limit:
-        return list(cond_frames)
-    selected = []
-    before = [t for t in cond_frames if t < frame_idx]
-    after = [t for t in cond_frames if t >= frame_idx]
-    if before:
-        selected.append(max(before))
-    if after:
-        selected.append(min(after))
-    rest = sorted((t for t in cond_frames if t not in selected), key=lambda t: abs(t - frame_idx))
-    return selected + rest[:limit - len(selected)]
-
-
-
-class MemoryPlanner:
-    """Host mirror of the device bank: which frame each slot holds, per object; builds the index arrays of
-    `StepInputs` with transformers' lookup rules (`_gather_memory_frame_outputs`, `_get_object_pointers`)."""
-
-    def __init__(self, shape: BankShape, num_maskmem: int):
-        self.shape = shape
-        self.num_recent = num_maskmem - 1
-        self.cond_frames = [[] for _ in range(shape.num_objects)]  # insertion order = slot order
-        self.ring_frames = [[-1] * shape.ring for _ in range(shape.num_objects)]
-
-    def cond_width(self) -> int:
-        """Conditioning slots a step attends to: the largest count over objects, rounded up to a power of
-        two (masked slots cost compute, so the step does not carry the whole capacity)."""
-        count = max([len(c) for c in self.cond_frames] + [1])
-        return min(1 << (count - 1).bit_length(), self.shape.cond_capacity)
-
-    def memory_inputs(self, obj: int, frame_idx: int, reverse: bool, num_frames: int | None, streaming: bool,
-                      cond_width: int):
-        """Index arrays for one object tracked at `frame_idx`; `num_frames` None means unknown (streaming)."""
-        shape = self.shape
-        sign = -1 if reverse else 1
-        cond = self.cond_frames[obj]
-        cond_index = np.zeros(cond_width, np.int32)
-        cond_index[:len(cond)] = np.arange(len(cond))
-        cond_mask = np.zeros(cond_width, bool)
-        cond_mask[:len(cond)] = True
-        ring = self.ring_frames[obj]
-        recent_index = np.zeros(NUM_RECENT, np.int32)
-        recent_mask = np.zeros(NUM_RECENT, bool)
-        for k, off in enumerate(range(NUM_RECENT, 0, -1)):
-            if off > self.num_recent:
-                continue
-            target = frame_idx - sign * off
-            if target >= 0 and target in ring:  # empty slots hold -1
-                recent_index[k], recent_mask[k] = ring.index(target), True
-        max_pointers = shape.ring if streaming else min(num_frames, shape.ring)
-        pointer_cond_mask = np.zeros(cond_width, bool)
-        pointer_cond_offset = np.zeros(cond_width, np.int32)
-        for slot, t in enumerate(cond):
-            if (t >= frame_idx) if reverse else (t <= frame_idx):
-                pointer_cond_mask[slot] = True
-                pointer_cond_offset[slot] = (frame_idx - t) * sign
-        pointer_index = np.zeros(shape.ring - 1, np.int32)
-        pointer_mask = np.zeros(shape.ring - 1, bool)
-        for d in range(1, max_pointers):
-            target = frame_idx - sign * d
-            if target < 0 or (not streaming and target >= num_frames):
-                break
-            if target in ring:
-                pointer_index[d - 1], pointer_mask[d - 1] = ring.index(target), True
-        return dict(cond_index=cond_index, cond_mask=cond_mask, recent_index=recent_index, recent_mask=recent_mask,
-                    pointer_cond_mask=pointer_cond_mask, pointer_cond_offset=pointer_cond_offset,
-                    pointer_index=pointer_index, pointer_mask=pointer_mask), max_pointers
-
-    def cond_slot_for(self, obj: int, frame_idx: int) -> int:
-        """The conditioning slot that will hold `frame_idx`: its existing slot, else the next free one, else
-        the slot of the conditioning frame farthest from it (the session keeps every conditioning memory on
-        the host and reloads the closest ones when a frame needs them)."""
-        cond = self.cond_frames[obj]
-        if frame_idx in cond:
-            return cond.index(frame_idx)
-        if len(cond) < self.shape.cond_capacity:
-            return len(cond)
-        return int(np.argmax([abs(t - frame_idx) for t in cond]))
-
-    def ring_slot_for(self, obj: int, frame_idx: int) -> int:
-        """Ring slot for a tracked frame: its existing slot, else an empty one, else the farthest frame."""
-        ring = self.ring_frames[obj]
-        if frame_idx in ring:
-            return ring.index(frame_idx)
-        if -1 in ring:
-            return ring.index(-1)
-        return int(np.argmax([abs(t - frame_idx) for t in ring]))
-
-    def commit_cond(self, obj: int, slot: int, frame_idx: int):
-        cond = self.cond_frames[obj]
-        if slot == len(cond):
-            cond.append(frame_idx)
-        else:
-            cond[slot] = frame_idx
-
-    def commit_ring(self, obj: int, slot: int, frame_idx: int):
-        self.ring_frames[obj][slot] = frame_idx
-
-    def add_objects(self, count: int, shape: BankShape):
-        """Grow the mirror with `count` empty objects (the device state grows alongside)."""
-        self.shape = shape
-        self.cond_frames += [[] for _ in range(count)]
-        self.ring_frames += [[-1] * shape.ring for _ in range(count)]
-
-    def drop_object(self, obj: int):
-        del self.cond_frames[obj]
-        del self.ring_frames[obj]
-        self.shape = dataclasses.replace(self.shape, num_objects=self.shape.num_objects - 1)

@@ -1,11 +1,12 @@
 """The transformers-shaped video facade: `Sam2VideoModel`, `Sam2VideoProcessor`, `Sam2VideoInferenceSession`.
 
 The session keeps transformers' bookkeeping (objects, prompts per frame, which frames are conditioning or
-tracked, the quirks of its state machine) in plain Python, because it decides control flow and never
-depends on the model's numbers. The numbers live in a fixed-shape `tracker.TrackerState` on the device and
-go through jitted steps. A host archive of per-frame memories (kept by default for whole videos) refills
-the device slots when a call needs frames that are no longer in them (e.g. a refinement click in the
-middle of an already tracked video).
+tracked) in plain Python, because it decides control flow and never depends on the model's numbers;
+`plan.SessionPlan` runs transformers' state machine on it and decides which memory slots feed each frame.
+The numbers live in a fixed-shape `tracker.TrackerState` on the device and go through jitted steps
+(`Sam2VideoModel` ties the two together). A host archive of per-frame memories (kept by default for whole
+videos) refills the device slots when a call needs frames that are no longer in them (e.g. a refinement
+click in the middle of an already tracked video).
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import processing, tracker
-from .api import ModelOutput, PretrainedModel, Sam2Processor, _bucket, _cast_floats
+from .api import ModelOutput, PretrainedModel, Sam2Processor, _cast_floats
 from .config import Sam2Config, replace
 from .modeling.sam2_video import Sam2VideoModule
+from .plan import SessionPlan, mask_prompts
 
 
 @dataclasses.dataclass
@@ -201,11 +203,6 @@ class Sam2VideoInferenceSession:
             raise ValueError(f"{name}: expected a streamed frame still kept ({sorted(self.streamed_frames)}) or the "
                              f"next one ({self.num_streamed}), got {frame_idx}")
         return int(frame_idx)
-
-
-def _bucket_of(inputs: "tracker.StepInputs") -> tuple:
-    """The static shapes of a step: frames share one scan only if their prompt and memory buckets match."""
-    return inputs.points.shape, inputs.cond_index.shape
 
 
 def _jax_device(device, name):
@@ -501,257 +498,39 @@ class Sam2VideoModel(PretrainedModel):
         pixels, _ = processing.preprocess_images(session.video[frame_idx], size=session.image_size)
         return jnp.asarray(pixels[0].transpose(1, 2, 0), self.dtype)
 
-    def _ensure_bank(self, session):
-        n = session.get_obj_num()
-        shape = tracker.BankShape.for_config(self.config, n, session.max_conditioning_frames)
-        if session._state is None:
-            session._state = tracker.init_state(shape)
-            session._planner = tracker.MemoryPlanner(shape, self.config.num_maskmem)
-        elif session._planner.shape.num_objects < n:
-            grow = n - session._planner.shape.num_objects
-            session._state = tracker.TrackerState(*(
-                jnp.concatenate([x, jnp.zeros((grow,) + x.shape[1:], x.dtype)]) for x in session._state))
-            session._planner.add_objects(grow, shape)
-
     def _run_frame(self, session, frame_idx: int, reverse: bool, run_mem_encoder: bool, lookahead=()):
         """transformers `forward` on one frame: its per-object state machine, then one batched jitted step."""
-        plan = self._plan_frame(session, frame_idx, reverse)
+        plan = SessionPlan(self.config, session)
+        steps = plan.plan_frame(frame_idx, reverse)
         features = self._features(session, frame_idx, lookahead)
-        self._ensure_bank(session)
-        inputs, writes = self._step_inputs(session, frame_idx, plan, run_mem_encoder, refill=True)
-        mask_inputs = None
-        if any(p["mask"] is not None for p in plan):
-            s = session.image_size
-            mask_inputs = np.stack([p["mask"] if p["mask"] is not None else np.zeros((s, s, 1), np.float32)
-                                    for p in plan])
-        state, out = self._step(self.params, session._state, features, inputs, mask_inputs)
-        session._state = state
-        self._advance(session, frame_idx, plan, writes)
-        return self._record(session, frame_idx, plan, writes, out)
+        plan.ensure_bank()
+        inputs = plan.step_inputs(frame_idx, steps, run_mem_encoder, refill=True)
+        session._state, out = self._step(self.params, session._state, features, inputs,
+                                         mask_prompts(steps, session.image_size))
+        plan.advance(frame_idx, steps)
+        return self._output(session, frame_idx, *plan.record(frame_idx, steps, out))
 
     def _run_frames_scanned(self, session, frames: list[int], reverse: bool,
                             order=()) -> list[Sam2VideoSegmentationOutput]:
         """Tracked frames (no prompts, no memory refills) as one jitted `lax.scan` (same step, same numbers).
 
         Returns the outputs of the leading frames that qualified (possibly none)."""
-        self._ensure_bank(session)
-        planned = []
-        for f in frames:
-            plan = self._plan_frame(session, f, reverse)
-            if any(p["ran"] and (p["from_prompt"] or p["as_cond"]) for p in plan):
-                break  # prompted frames run on their own: the scan compiles for tracking shapes only
-            step = self._step_inputs(session, f, plan, True, refill=False)
-            if step is None:
-                break
-            if planned and _bucket_of(step[0]) != _bucket_of(planned[0][2]):
-                break
-            self._advance(session, f, plan, step[1])
-            planned.append((f, plan, *step))
+        plan = SessionPlan(self.config, session)
+        plan.ensure_bank()
+        planned = plan.plan_scan(frames, reverse)
         if not planned:
             return []
-        features = [self._features(session, f, order) for f, *_ in planned]
+        features = [self._features(session, f, order) for f, _, _ in planned]
         pe = features[0][1]
         stacked_features = tuple(jnp.concatenate([feat[0][k] for feat in features]) for k in range(3))
-        inputs = jax.tree_util.tree_map(lambda *xs: np.stack(xs), *[step_inputs for _, _, step_inputs, _ in planned])
+        inputs = jax.tree_util.tree_map(lambda *xs: np.stack(xs), *[step_inputs for _, _, step_inputs in planned])
         session._state, out = self._scan(self.params, session._state, (stacked_features, pe), inputs)
         out = jax.tree_util.tree_map(np.asarray, out)
-        return [self._record(session, f, plan, writes, jax.tree_util.tree_map(lambda x: x[t], out))
-                for t, (f, plan, _, writes) in enumerate(planned)]
-
-    def _step_inputs(self, session, frame_idx: int, plan: list[dict], run_mem_encoder: bool, refill: bool):
-        """`StepInputs` for one frame and the slots it writes; with `refill=False`, None when the device ring
-        lacks memories this frame looks up (the caller then runs it on its own, with a refill)."""
-        planner = session._planner
-        rows, write_cond, write_recent, max_pointers = [], [], [], None
-        cond_width = planner.cond_width()
-        for i, p in enumerate(plan):
-            if p["use_memory"] and not (self._ring_ready(session, i, frame_idx, p["reverse"])
-                                        and self._cond_ready(session, i, frame_idx)):
-                if not refill:
-                    return None
-                self._refill(session, i, frame_idx, p["reverse"])
-                self._reload_cond(session, i, frame_idx)
-            inputs, max_pointers = planner.memory_inputs(i, frame_idx, p["reverse"], session.num_frames,
-                                                         session.streaming, cond_width)
-            rows.append(inputs)
-            write = p["ran"] and run_mem_encoder
-            write_cond.append(planner.cond_slot_for(i, frame_idx) if write and p["as_cond"]
-                              else planner.shape.cond_capacity)
-            write_recent.append(planner.ring_slot_for(i, frame_idx) if write and not p["as_cond"]
-                                else planner.shape.ring)
-        n = len(plan)
-        k = _bucket(max(len(p["labels"]) for p in plan))
-        points = np.zeros((n, k, 2), np.float32)
-        labels = np.full((n, k), -1, np.int32)
-        point_mask = np.zeros((n, k), bool)
-        for i, p in enumerate(plan):
-            m = len(p["labels"])
-            points[i, :m], labels[i, :m], point_mask[i, :m] = p["coords"], p["labels"], True
-        inputs = tracker.StepInputs(
-            use_memory=np.array([p["use_memory"] for p in plan]),
-            is_mask_prompt=np.array([p["mask"] is not None for p in plan]),
-            multimask=np.array([p["multimask"] for p in plan]),
-            points=points, labels=labels, point_mask=point_mask,
-            binarize=np.array(any(p["from_prompt"] for p in plan if p["ran"])),
-            max_pointers=np.int32(max_pointers),
-            write_cond_slot=np.array(write_cond, np.int32), write_recent_slot=np.array(write_recent, np.int32),
-            **{key: np.stack([r[key] for r in rows]) for key in rows[0]})
-        return inputs, (write_cond, write_recent)
-
-    def _plan_frame(self, session, frame_idx: int, reverse: bool) -> list[dict]:
-        """transformers `forward`'s per-object decisions for this frame, without touching the session."""
-        cfg = self.config
-        plan = []
-        for i, track in enumerate(session._objects):
-            obj_id = session.obj_idx_to_id(i)
-            has_new = obj_id in session.obj_with_new_inputs
-            p = dict(ran=True, as_cond=False, use_memory=True, coords=np.zeros((1, 2), np.float32),
-                     labels=np.array([-1], np.int32), mask=None, multimask=False, from_prompt=False,
-                     reverse=reverse, consumes_new_input=False)
-            if not has_new and frame_idx in track.cond_outputs:
-                p.update(ran=False, as_cond=True, use_memory=False)
-                plan.append(p)
-                continue
-            is_init = False
-            points = mask = None
-            if has_new:
-                is_init = frame_idx not in track.tracked
-                if is_init:
-                    reverse = False  # transformers overwrites its argument: later objects see it too
-                points = track.point_inputs.get(frame_idx)
-                mask = track.mask_inputs.get(frame_idx)
-                p["consumes_new_input"] = points is not None or mask is not None
-            if points is not None and mask is not None:
-                raise ValueError("input_points, input_masks: point_inputs and mask_inputs should not appear as "
-                                 f"input simultaneously on the same frame ({frame_idx}) for object {obj_id}")
-            if not is_init and mask is None and not track.cond_outputs:
-                raise ValueError(f"frame_idx: object {obj_id} has no prompted frame to track from yet (add inputs "
-                                 f"and run model(frame_idx=...) on that frame first)")
-            num_pts = 0 if points is None else len(points[1])
-            from_prompt = points is not None or mask is not None
-            as_cond = is_init or (from_prompt and session.add_all_frames_to_correct_as_cond)
-            p.update(as_cond=as_cond, use_memory=not is_init and mask is None, reverse=reverse, mask=mask,
-                     from_prompt=from_prompt,
-                     multimask=(cfg.multimask_output_in_sam and (is_init or cfg.multimask_output_for_tracking)
-                                and cfg.multimask_min_pt_num <= num_pts <= cfg.multimask_max_pt_num))
-            if points is not None:
-                p.update(coords=points[0], labels=points[1])
-                if num_pts == 0:  # an empty point list is transformers' "no points" as well
-                    p.update(coords=np.zeros((1, 2), np.float32), labels=np.array([-1], np.int32))
-            plan.append(p)
-        if any(p["as_cond"] and p["ran"] for p in plan):
-            for i, p in enumerate(plan):  # capacity check before anything changes
-                if p["as_cond"] and p["ran"] and session._planner is not None and i < len(session._planner.cond_frames):
-                    session._planner.cond_slot_for(i, frame_idx)
-        return plan
+        return [self._output(session, f, *plan.record(f, steps, jax.tree_util.tree_map(lambda x: x[t], out)))
+                for t, (f, steps, _) in enumerate(planned)]
 
     @staticmethod
-    def _needed_memories(session, obj: int, frame_idx: int, reverse: bool) -> list[int]:
-        """Tracked frames whose memories transformers would look up for this object at `frame_idx`."""
-        sign = -1 if reverse else 1
-        n = session.num_frames
-        window = [frame_idx - sign * d for d in range(1, session._planner.shape.ring)]
-        track = session._objects[obj]
-        return [f for f in window if f in track.memories and f >= 0 and (session.streaming or f < n)]
-
-    @staticmethod
-    def _cond_selection(session, obj: int, frame_idx: int) -> list[int]:
-        """The conditioning frames this object attends to at `frame_idx` (all, or the closest that fit)."""
-        frames = list(session._objects[obj].cond_memories)
-        return tracker.select_closest_cond_frames(frame_idx, frames, session.max_conditioning_frames)
-
-    def _cond_ready(self, session, obj: int, frame_idx: int) -> bool:
-        return set(self._cond_selection(session, obj, frame_idx)) == set(session._planner.cond_frames[obj])
-
-    def _reload_cond(self, session, obj: int, frame_idx: int):
-        """Put the selected conditioning memories in the device slots (when there are more than fit)."""
-        if self._cond_ready(session, obj, frame_idx):
-            return
-        track, state = session._objects[obj], session._state
-        selected = self._cond_selection(session, obj, frame_idx)
-        feats = np.zeros(state.cond_features.shape[1:], jnp.bfloat16)
-        ptrs = np.zeros(state.cond_pointers.shape[1:], np.float32)
-        for slot, f in enumerate(selected):
-            feats[slot], ptrs[slot] = track.cond_memories[f]
-        session._state = state._replace(cond_features=state.cond_features.at[obj].set(feats),
-                                        cond_pointers=state.cond_pointers.at[obj].set(ptrs))
-        session._planner.cond_frames[obj] = list(selected)
-
-    def _ring_ready(self, session, obj: int, frame_idx: int, reverse: bool) -> bool:
-        ring = session._planner.ring_frames[obj]
-        return all(f in ring for f in self._needed_memories(session, obj, frame_idx, reverse))
-
-    def _refill(self, session, obj: int, frame_idx: int, reverse: bool):
-        """Load the tracked-frame memories this step looks up into the device ring, from the host archive."""
-        planner, track = session._planner, session._objects[obj]
-        needed = self._needed_memories(session, obj, frame_idx, reverse)
-        missing = [f for f in needed if track.memories[f] is None]
-        if missing:
-            raise ValueError(f"frame_idx: tracking frame {frame_idx} needs the memories of frames {missing}, which "
-                             "were not kept (create the session with keep_memory_archive=True)")
-        state = session._state
-        feats = np.zeros(state.recent_features.shape[1:], jnp.bfloat16)
-        ptrs = np.zeros(state.recent_pointers.shape[1:], np.float32)
-        frames = [-1] * planner.shape.ring
-        for slot, f in enumerate(needed):
-            feats[slot], ptrs[slot] = track.memories[f]
-            frames[slot] = f
-        session._state = state._replace(recent_features=state.recent_features.at[obj].set(feats),
-                                        recent_pointers=state.recent_pointers.at[obj].set(ptrs))
-        planner.ring_frames[obj] = frames
-
-    @staticmethod
-    def _forget_tracked_memories(session, obj: int, frames) -> None:
-        """Drop an object's tracked-frame memories of `frames` from the archive and the device ring mirror."""
-        track, ring = session._objects[obj], session._planner.ring_frames[obj]
-        for f in frames:
-            track.memories.pop(f, None)
-            if f in ring:
-                ring[ring.index(f)] = -1
-
-    def _advance(self, session, frame_idx: int, plan: list[dict], writes) -> None:
-        """The session's control-flow bookkeeping after a frame (transformers `forward` after its loop):
-        which inputs were consumed, which frames are conditioning or tracked, which slots hold what."""
-        planner = session._planner
-        write_cond, write_recent = writes
-        for i, p in enumerate(plan):
-            if not p["ran"]:
-                continue
-            track = session._objects[i]
-            if p["consumes_new_input"]:
-                session.obj_with_new_inputs.remove(session.obj_idx_to_id(i))
-            if p["as_cond"]:
-                track.cond_outputs.setdefault(frame_idx, None)  # its values are recorded by `_record`
-                if write_cond[i] < planner.shape.cond_capacity:
-                    planner.commit_cond(i, write_cond[i], frame_idx)
-                # A frame that becomes conditioning stops being a tracked memory (add_all_frames_to_correct_as_cond).
-                self._forget_tracked_memories(session, i, [frame_idx])
-                if p["from_prompt"] and session.clear_non_cond_mem_around_input:
-                    r = self.config.num_maskmem
-                    self._forget_tracked_memories(session, i, range(frame_idx - r, frame_idx + r + 1))
-            else:
-                track.tracked[frame_idx] = {"reverse": p["reverse"]}
-                if write_recent[i] < planner.shape.ring:
-                    planner.commit_ring(i, write_recent[i], frame_idx)
-                    track.memories[frame_idx] = None  # filled by `_record` when the archive is kept
-
-    def _record(self, session, frame_idx: int, plan: list[dict], writes, out) -> Sam2VideoSegmentationOutput:
-        """Store a frame's results (conditioning outputs, archived memories) and build its output."""
-        pred_masks = np.array(out["pred_masks"])
-        scores = np.array(out["object_score_logits"])
-        keep = session.keep_memory_archive
-        memory_dim = session._planner.shape.memory_dim
-        for i, p in enumerate(plan):
-            track = session._objects[i]
-            if not p["ran"]:
-                pred_masks[i], scores[i] = track.cond_outputs[frame_idx]
-            elif p["as_cond"]:
-                track.cond_outputs[frame_idx] = (pred_masks[i].copy(), float(scores[i]))
-                track.cond_memories[frame_idx] = (np.asarray(out["maskmem_features"][i]).reshape(-1, memory_dim),
-                                                  np.asarray(out["object_pointer"][i]))
-            elif keep and frame_idx in track.memories:
-                track.memories[frame_idx] = (np.asarray(out["maskmem_features"][i]).reshape(-1, memory_dim),
-                                             np.asarray(out["object_pointer"][i]))
+    def _output(session, frame_idx: int, pred_masks, scores) -> Sam2VideoSegmentationOutput:
         return Sam2VideoSegmentationOutput(
             object_ids=session.obj_ids, pred_masks=jnp.asarray(pred_masks)[:, None],
             object_score_logits=jnp.asarray(scores)[:, None], frame_idx=frame_idx)

@@ -436,7 +436,7 @@ def test_more_conditioning_frames_than_slots_keeps_the_closest(pair):
     out = model(inference_session=session, frame_idx=2)  # closest before: 0, closest after: 8
     assert sorted(session._planner.cond_frames[0]) == [0, 8]
     assert out.pred_masks.shape == (1, 1, 64, 64)
-    from sam2_jax.tracker import select_closest_cond_frames
+    from sam2_jax.plan import select_closest_cond_frames
 
     assert select_closest_cond_frames(18, [0, 8, 16], 2) == [16, 8]
     assert select_closest_cond_frames(5, [0, 8, 16], 2) == [0, 8]

@@ -6,7 +6,7 @@ first, without memory, then the other frames in time order; prompted and correct
 conditioning memories, the others in the ring of tracked frames (`tracker.TrackerState`). Every object of a
 batch follows the same order, so all of them step together through one `lax.scan`; which slot feeds which
 position differs per object only through its corrected frames, and `with_memory_plan` asks
-`tracker.MemoryPlanner` (transformers' rules) on the host, adding, as the original trainer does, the object
+`plan.MemoryPlanner` (transformers' rules) on the host, adding, as the original trainer does, the object
 pointers of later conditioning frames. Each decoder pass is scored with `losses.decoder_losses` on its
 output slots (captured from the mask decoder), at the input resolution.
 
@@ -37,6 +37,7 @@ import numpy as np
 from jax.ad_checkpoint import checkpoint_name
 
 from .. import tracker
+from ..plan import MemoryPlanner
 from ..config import Sam2Config, replace
 from ..modeling.layers import bilinear_matrix, resize_with
 from ..modeling.mask_decoder import MaskDecoder
@@ -59,7 +60,7 @@ def training_config(config: Sam2Config) -> Sam2Config:
 def with_memory_plan(config: Sam2Config, batch: Batch, inference: bool = False) -> Batch:
     """`batch` with its memory plan: the order in which the pass takes the frames (the prompted frames, then
     the others in time order, as the original trainer) and, per frame and object, the memory lookups of
-    `tracker.MemoryPlanner` (transformers' rules) and the slot the frame's memory goes to. Prompted and
+    `plan.MemoryPlanner` (transformers' rules) and the slot the frame's memory goes to. Prompted and
     corrected frames go to conditioning slots (the original's `add_all_frames_to_correct_as_cond`).
     The original trainer lets every conditioning frame's object pointer reach every frame, also the frames
     before it; inference (and the original at evaluation) takes the pointers of past frames only.
@@ -85,7 +86,7 @@ def _object_plan(config: Sam2Config, order: tuple, conditioning: tuple, inferenc
     """One object's lookups and write slots, (T, ...) arrays in processing `order`, the frames in
     `conditioning` stored as conditioning memories (see `with_memory_plan`)."""
     shape = tracker.BankShape.for_config(config, 1, COND_WIDTH)
-    planner = tracker.MemoryPlanner(shape, config.num_maskmem)
+    planner = MemoryPlanner(shape, config.num_maskmem)
     rows = []
     for t in order:
         lookup, max_pointers = planner.memory_inputs(0, t, False, len(order), streaming=False,
