@@ -10,7 +10,8 @@ memory), then `propagate_in_video_iterator` from the first prompted frame (forwa
 Two phases, each a loop on the device:
 1. the prompted frames: every object's conditioning memories (transformers attends to all of them, future
    ones included, so they exist before tracking starts);
-2. the tracked frames, one `lax.scan` step each, memories looked up by frame index (`plan.memory_lookup`).
+2. the tracked frames, one `lax.scan` step each, memories looked up by frame index (`plan.memory_lookup`,
+   the rule the session uses too).
 Shapes: T frames, N objects, P prompted frames per object, K points per prompt, S the model's input size.
 """
 
@@ -23,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import tracker
+from . import plan, tracker
 from .config import Sam2Config
 from .modeling.layers import antialias_bilinear_matrix, antialias_taps
 from .modeling.sam2_video import NO_OBJ_SCORE, Sam2VideoModule
@@ -238,8 +239,10 @@ def propagate(params, config: Sam2Config, frames, prompts: Prompts, *, reverse: 
                       both_directions=bool(both_directions))
 
 
-@functools.partial(jax.jit, static_argnames=("config", "reverse", "both_directions"))
-def _propagate(params, config, frames, prompts, num_frames, *, reverse, both_directions):
+@functools.partial(jax.jit, static_argnames=("config", "reverse", "both_directions", "objects_axis"))
+def _propagate(params, config, frames, prompts, num_frames, *, reverse, both_directions, objects_axis=None):
+    """`propagate` after the checks. objects_axis: the mesh axis that splits the objects when this runs
+    per device under `shard_map` (`sharding`): the start frame is then agreed over it."""
     module = Sam2VideoModule(config)
     dtype = jax.tree_util.tree_leaves(params)[0].dtype
     n, p = prompts.frame_idx.shape
@@ -253,7 +256,7 @@ def _propagate(params, config, frames, prompts, num_frames, *, reverse, both_dir
 
     state, cond = _prompted_frames(module, params, config, frames, prompts, state, encode)
     return _tracked_frames(module, params, config, prompts.frame_idx, state, cond, num_frames, encode,
-                           frames.shape[0], reverse, both_directions)
+                           frames.shape[0], reverse, both_directions, objects_axis)
 
 
 def _sorted_by_frame(prompts: Prompts) -> Prompts:
@@ -297,7 +300,7 @@ def _prompt_step_inputs(config: Sam2Config, prompts: Prompts, slot, prompted, fr
     multimask = _multimask(config, True, num_points)
     return _step_inputs(use_memory=jnp.zeros(n, bool), is_mask_prompt=is_mask, multimask=multimask,
                         points=points, labels=labels, point_mask=real, binarize=jnp.asarray(True),
-                        lookup=no_memory_lookup(n, num_slots, config.max_object_pointers_in_encoder),
+                        lookup=plan.no_memory_lookup(n, num_slots, config.max_object_pointers_in_encoder),
                         write_cond_slot=jnp.where(prompted, slot, num_slots),
                         write_recent_slot=jnp.full(n, config.max_object_pointers_in_encoder))
 
@@ -363,13 +366,15 @@ def _resize_masks(masks, size: int):
     return (resized >= 0.5).astype(jnp.float32)
 
 
-def _visit_order(cond_frames, num_frames, num_steps: int, reverse: bool, both_directions: bool):
+def _visit_order(cond_frames, num_frames, num_steps: int, reverse: bool, both_directions: bool, objects_axis):
     """The frames of phase 2 in processing order, padded to `num_steps` steps: frame (S,), backward (S,),
     valid (S,), the start frame and the number of forward steps. transformers yields nothing when asked to
     go backward from frame 0."""
     used = cond_frames >= 0
     first = jnp.min(jnp.where(used, cond_frames, jnp.iinfo(jnp.int32).max))
     last = jnp.max(jnp.where(used, cond_frames, -1))
+    if objects_axis is not None:
+        first, last = jax.lax.pmin(first, objects_axis), jax.lax.pmax(last, objects_axis)
     k = jnp.arange(num_steps, dtype=jnp.int32)
     if reverse and not both_directions:
         count = jnp.where(last > 0, last + 1, 0)
@@ -381,7 +386,7 @@ def _visit_order(cond_frames, num_frames, num_steps: int, reverse: bool, both_di
 
 
 def _tracked_frames(module, params, config, cond_frames, state, cond, num_frames, encode, length: int,
-                    reverse: bool, both_directions: bool):
+                    reverse: bool, both_directions: bool, objects_axis):
     """Phase 2: one scan step per visited frame, in the session's processing order; each object either
     returns its stored prompted-frame output or is tracked with memory. With both directions, the backward
     pass starts from the forward pass's memories of the 15 frames after the start frame (`head`), which the
@@ -390,7 +395,7 @@ def _tracked_frames(module, params, config, cond_frames, state, cond, num_frames
     ring = config.max_object_pointers_in_encoder
     num_steps = length + 1 if both_directions else length
     frame, backward, valid, start, forward_steps = _visit_order(cond_frames, num_frames, num_steps, reverse,
-                                                                both_directions)
+                                                                both_directions, objects_axis)
     rows = jnp.arange(n)
     ring_frames = jnp.full((n, ring), -1, jnp.int32)
     head = (state.recent_features, state.recent_pointers, ring_frames)
@@ -408,7 +413,7 @@ def _tracked_frames(module, params, config, cond_frames, state, cond, num_frames
         here = cond_frames == t
         is_cond = here.any(axis=1)
         slot = jnp.where(is_cond, ring, t % ring)
-        lookup = memory_lookup(t, is_back, cond_frames, ring_frames, num_frames, config.num_maskmem)
+        lookup = plan.memory_lookup(t, is_back, cond_frames, ring_frames, num_frames, config.num_maskmem)
         inputs = _step_inputs(
             lookup, use_memory=jnp.ones(n, bool), is_mask_prompt=jnp.zeros(n, bool),
             multimask=jnp.full(n, _multimask(config, False, 0)), points=jnp.zeros((n, 1, 2), jnp.float32),
@@ -444,46 +449,3 @@ def _tracked_frames(module, params, config, cond_frames, state, cond, num_frames
     seen = lambda x, fill: jnp.where(visited.reshape((-1,) + (1,) * (x.ndim - 1)), x[at], fill)  # noqa: E731
     return {"pred_masks": seen(pred, NO_OBJ_SCORE)[:, :, None], "object_score_logits": seen(score, NO_OBJ_SCORE)[..., None],
             "iou_scores": seen(iou, 0.0)[..., None], "visited": visited}
-
-
-# ------------------------------------------------------------------------------------- memory lookup
-def memory_lookup(frame_idx, reverse, cond_frames, ring_frames, num_frames, num_maskmem: int,
-                  streaming: bool = False) -> dict:
-    """transformers' memory selection for frame `frame_idx` (`_gather_memory_frame_outputs`,
-    `_get_object_pointers`) as the index arrays of `tracker.StepInputs`, from the frame index held by every
-    slot: cond_frames (N, Cc) conditioning slots in insertion order, ring_frames (N, R) tracked-frame slots
-    (-1 = empty). Memories of frames t -/+ 6..1 and pointers of frames t -/+ 1..15 that some slot holds are
-    used; the rest are skipped. Works on traced values (inside jit) and on numpy arrays alike."""
-    ring = ring_frames.shape[1]
-    sign = jnp.where(reverse, -1, 1)
-    offsets = jnp.arange(tracker.NUM_RECENT, 0, -1)
-    target = frame_idx - sign * offsets
-    match = ring_frames[:, None, :] == target[None, :, None]
-    recent_mask = match.any(axis=2) & ((offsets <= num_maskmem - 1) & (target >= 0))[None]
-    cond_mask = cond_frames >= 0
-    pointer_cond_mask = cond_mask & jnp.where(reverse, cond_frames >= frame_idx, cond_frames <= frame_idx)
-    max_pointers = jnp.int32(ring) if streaming else jnp.minimum(num_frames, ring).astype(jnp.int32)
-    distance = jnp.arange(1, ring)
-    pointer_target = frame_idx - sign * distance
-    usable = (distance < max_pointers) & (pointer_target >= 0)
-    if not streaming:
-        usable = usable & (pointer_target < num_frames)
-    pointer_match = ring_frames[:, None, :] == pointer_target[None, :, None]
-    return dict(cond_index=jnp.broadcast_to(jnp.arange(cond_frames.shape[1], dtype=jnp.int32), cond_frames.shape),
-                cond_mask=cond_mask,
-                recent_index=jnp.argmax(match, axis=2).astype(jnp.int32), recent_mask=recent_mask,
-                pointer_cond_mask=pointer_cond_mask,
-                pointer_cond_offset=jnp.where(pointer_cond_mask, (frame_idx - cond_frames) * sign, 0).astype(jnp.int32),
-                pointer_index=jnp.argmax(pointer_match, axis=2).astype(jnp.int32),
-                pointer_mask=pointer_match.any(axis=2) & usable[None], max_pointers=max_pointers)
-
-
-def no_memory_lookup(num_objects: int, cond_slots: int, ring: int) -> dict:
-    """The lookup of a frame decoded without memory (nothing selected)."""
-    zeros = lambda *shape: jnp.zeros(shape, jnp.int32)  # noqa: E731
-    falses = lambda *shape: jnp.zeros(shape, bool)  # noqa: E731
-    n = num_objects
-    return dict(cond_index=zeros(n, cond_slots), cond_mask=falses(n, cond_slots), recent_index=zeros(n, tracker.NUM_RECENT),
-                recent_mask=falses(n, tracker.NUM_RECENT), pointer_cond_mask=falses(n, cond_slots),
-                pointer_cond_offset=zeros(n, cond_slots), pointer_index=zeros(n, ring - 1),
-                pointer_mask=falses(n, ring - 1), max_pointers=jnp.int32(ring))

@@ -2,8 +2,9 @@
 
 transformers looks memories up by frame index (frames t-1..t-6 and pointers of t-1..t-15, skipping the
 ones it lacks; every conditioning frame, or the closest ones). The device keeps them in fixed slots
-(`tracker.TrackerState`), so this module mirrors which frame each slot holds (`MemoryPlanner`) and turns
-the lookups into the index arrays of `tracker.StepInputs`. `SessionPlan` runs transformers' per-object
+(`tracker.TrackerState`), so the lookup rule, `memory_lookup`, turns the frame index held by each slot
+into the index arrays of `tracker.StepInputs`: on the host for the session (`MemoryPlanner` mirrors the
+slots), inside jit for `functional.propagate` (whose slots carry their frame indices). `SessionPlan` runs transformers' per-object
 state machine for a frame of a `Sam2VideoInferenceSession` (conditioning or tracked, prompts, multimask),
 the bookkeeping after it, and refills of the device slots from the session's host archive. None of it
 depends on the model's numbers, so it stays plain Python; the device side is `tracker`.
@@ -39,6 +40,49 @@ def select_closest_cond_frames(frame_idx: int, cond_frames: list[int], limit: in
     return selected + rest[:limit - len(selected)]
 
 
+def memory_lookup(frame_idx, reverse, cond_frames, ring_frames, num_frames, num_maskmem: int,
+                  streaming: bool = False, xp=jnp) -> dict:
+    """transformers' memory selection for frame `frame_idx` (`_gather_memory_frame_outputs`,
+    `_get_object_pointers`) as the index arrays of `tracker.StepInputs` (and max_pointers), from the frame
+    index held by every slot: cond_frames (N, Cc) conditioning slots in insertion order, ring_frames (N, R)
+    tracked-frame slots, -1 for empty ones. Memories of frames t -/+ 6..1 and pointers of frames t -/+
+    1..R-1 that some slot holds are used, the rest skipped; pointers stop at the video's ends (only at 0 when
+    streaming). `xp` is jax.numpy inside jit (`functional`) or numpy on the host (the session)."""
+    ring = ring_frames.shape[1]
+    sign = xp.where(reverse, -1, 1)
+    offsets = xp.arange(NUM_RECENT, 0, -1)
+    target = frame_idx - sign * offsets
+    match = ring_frames[:, None, :] == target[None, :, None]
+    recent_mask = match.any(axis=2) & ((offsets <= num_maskmem - 1) & (target >= 0))[None]
+    cond_mask = cond_frames >= 0
+    pointer_cond_mask = cond_mask & xp.where(reverse, cond_frames >= frame_idx, cond_frames <= frame_idx)
+    max_pointers = xp.int32(ring) if streaming else xp.minimum(num_frames, ring).astype(xp.int32)
+    distance = xp.arange(1, ring)
+    pointer_target = frame_idx - sign * distance
+    usable = (distance < max_pointers) & (pointer_target >= 0)
+    if not streaming:
+        usable = usable & (pointer_target < num_frames)
+    pointer_match = ring_frames[:, None, :] == pointer_target[None, :, None]
+    return dict(cond_index=xp.broadcast_to(xp.arange(cond_frames.shape[1], dtype=xp.int32), cond_frames.shape),
+                cond_mask=cond_mask,
+                recent_index=xp.argmax(match, axis=2).astype(xp.int32), recent_mask=recent_mask,
+                pointer_cond_mask=pointer_cond_mask,
+                pointer_cond_offset=xp.where(pointer_cond_mask, (frame_idx - cond_frames) * sign, 0).astype(xp.int32),
+                pointer_index=xp.argmax(pointer_match, axis=2).astype(xp.int32),
+                pointer_mask=pointer_match.any(axis=2) & usable[None], max_pointers=max_pointers)
+
+
+def no_memory_lookup(num_objects: int, cond_slots: int, ring: int) -> dict:
+    """The lookup of a frame decoded without memory (nothing selected)."""
+    n = num_objects
+    ints = lambda *shape: jnp.zeros(shape, jnp.int32)  # noqa: E731
+    falses = lambda *shape: jnp.zeros(shape, bool)  # noqa: E731
+    return dict(cond_index=ints(n, cond_slots), cond_mask=falses(n, cond_slots), recent_index=ints(n, NUM_RECENT),
+                recent_mask=falses(n, NUM_RECENT), pointer_cond_mask=falses(n, cond_slots),
+                pointer_cond_offset=ints(n, cond_slots), pointer_index=ints(n, ring - 1),
+                pointer_mask=falses(n, ring - 1), max_pointers=jnp.int32(ring))
+
+
 class MemoryPlanner:
     """Host mirror of the device bank: which frame each slot holds, per object; builds the index arrays of
     `StepInputs` with transformers' lookup rules (`_gather_memory_frame_outputs`, `_get_object_pointers`)."""
@@ -57,41 +101,14 @@ class MemoryPlanner:
 
     def memory_inputs(self, obj: int, frame_idx: int, reverse: bool, num_frames: int | None, streaming: bool,
                       cond_width: int):
-        """Index arrays for one object tracked at `frame_idx`; `num_frames` None means unknown (streaming)."""
-        shape = self.shape
-        sign = -1 if reverse else 1
-        cond = self.cond_frames[obj]
-        cond_index = np.zeros(cond_width, np.int32)
-        cond_index[:len(cond)] = np.arange(len(cond))
-        cond_mask = np.zeros(cond_width, bool)
-        cond_mask[:len(cond)] = True
-        ring = self.ring_frames[obj]
-        recent_index = np.zeros(NUM_RECENT, np.int32)
-        recent_mask = np.zeros(NUM_RECENT, bool)
-        for k, off in enumerate(range(NUM_RECENT, 0, -1)):
-            if off > self.num_recent:
-                continue
-            target = frame_idx - sign * off
-            if target >= 0 and target in ring:  # empty slots hold -1
-                recent_index[k], recent_mask[k] = ring.index(target), True
-        max_pointers = shape.ring if streaming else min(num_frames, shape.ring)
-        pointer_cond_mask = np.zeros(cond_width, bool)
-        pointer_cond_offset = np.zeros(cond_width, np.int32)
-        for slot, t in enumerate(cond):
-            if (t >= frame_idx) if reverse else (t <= frame_idx):
-                pointer_cond_mask[slot] = True
-                pointer_cond_offset[slot] = (frame_idx - t) * sign
-        pointer_index = np.zeros(shape.ring - 1, np.int32)
-        pointer_mask = np.zeros(shape.ring - 1, bool)
-        for d in range(1, max_pointers):
-            target = frame_idx - sign * d
-            if target < 0 or (not streaming and target >= num_frames):
-                break
-            if target in ring:
-                pointer_index[d - 1], pointer_mask[d - 1] = ring.index(target), True
-        return dict(cond_index=cond_index, cond_mask=cond_mask, recent_index=recent_index, recent_mask=recent_mask,
-                    pointer_cond_mask=pointer_cond_mask, pointer_cond_offset=pointer_cond_offset,
-                    pointer_index=pointer_index, pointer_mask=pointer_mask), max_pointers
+        """`memory_lookup`'s index arrays for one object tracked at `frame_idx` (without the N axis) and
+        max_pointers; `num_frames` None means unknown (streaming)."""
+        cond = np.full((1, cond_width), -1, np.int32)
+        cond[0, :len(self.cond_frames[obj])] = self.cond_frames[obj]
+        ring = np.asarray([self.ring_frames[obj]], np.int32)
+        lookup = memory_lookup(frame_idx, reverse, cond, ring, num_frames, self.num_recent + 1, streaming, xp=np)
+        max_pointers = int(lookup.pop("max_pointers"))
+        return {key: value[0] for key, value in lookup.items()}, max_pointers
 
     def cond_slot_for(self, obj: int, frame_idx: int) -> int:
         """The conditioning slot that will hold `frame_idx`: its existing slot, else the next free one, else

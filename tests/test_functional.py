@@ -175,3 +175,17 @@ def test_bad_frames_are_named(pair, video):
         functional.propagate(pair.ours.params, pair.ours.config, video[..., :2], prompts)
     with pytest.raises(ValueError, match=r"objects\[0\]: expected a non-empty list"):
         functional.make_prompts([[]], SIZE, SIZE)
+
+
+def test_one_program_per_shape(pair, video):
+    """Other prompt values (frames, points, boxes, direction flags aside) reuse the compiled program."""
+    params, config = pair.ours.params, pair.ours.config
+    first = functional.make_prompts([[{"frame": 0, "points": [[70, 80]], "labels": [1]}],
+                                     [{"frame": 2, "box": [150, 120, 210, 180]}]], SIZE, SIZE)
+    second = functional.make_prompts([[{"frame": 4, "points": [[90, 60]], "labels": [0]}],
+                                      [{"frame": 1, "box": [10, 20, 110, 120]}]], SIZE, SIZE)
+    functional.propagate(params, config, video[:6], first)
+    compiled = functional._propagate._cache_size()
+    functional.propagate(params, config, video[6:12], second)
+    functional.propagate(params, config, video[6:12], second, num_frames=4)
+    assert functional._propagate._cache_size() == compiled
