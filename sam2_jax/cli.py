@@ -143,10 +143,16 @@ def _json_prompts(path: Path) -> list[tuple]:
     if not isinstance(entries, list) or not entries:
         raise ValueError(f"--prompts: expected a non-empty JSON list of prompts in {str(path)!r}, got "
                          f"{type(entries).__name__}")
+    return prompt_parts(entries, path.name, path.parent)
+
+
+def prompt_parts(entries: list, name: str, folder: Path) -> list[tuple]:
+    """Parsed --prompts entries -> (kind, value, frame, obj_id, where) parts, `where` naming `name[i]`;
+    mask paths are relative to `folder`. Shared by `track --prompts` and the lines of a `batch` manifest."""
     keys = {"frame", "obj_id", "points", "labels", "box", "mask"}
     parts = []
     for i, entry in enumerate(entries):
-        where = f"{path.name}[{i}]"
+        where = f"{name}[{i}]"
 
         def is_int(value, low, high=None):
             return isinstance(value, int) and not isinstance(value, bool) and low <= value <= (high or value)
@@ -181,7 +187,7 @@ def _json_prompts(path: Path) -> list[tuple]:
         if "box" in entry:
             parts.append(("box", entry["box"], frame, obj_id, where))
         if "mask" in entry:
-            parts.append(("mask", path.parent / entry["mask"], frame, obj_id, where))
+            parts.append(("mask", folder / entry["mask"], frame, obj_id, where))
     return parts
 
 
@@ -200,6 +206,12 @@ def collect_prompts(args, num_frames: int, height: int, width: int) -> list[Prom
     if not parts:
         raise ValueError("no prompts: give --point, --box or --mask (after --frame F --obj ID), or --prompts "
                          "FILE.json")
+    return checked_prompts(parts, num_frames, height, width)
+
+
+def checked_prompts(parts: list[tuple], num_frames: int, height: int, width: int) -> list[Prompt]:
+    """(kind, value, frame, obj_id, where) parts -> one Prompt per (frame, object), in frame order, checked
+    against the video as `collect_prompts` says."""
     prompts: dict[tuple[int, int], Prompt] = {}
     for kind, value, frame, obj_id, where in parts:
         if frame >= num_frames:
@@ -605,6 +617,7 @@ def _add_track_arguments(p: argparse.ArgumentParser) -> None:
 MODULE_COMMANDS = (
     ("eval", "evaluation", "J&F (DAVIS 2017 rules) of predicted masks against ground truth"),
     ("train", "train.loop", "train or fine-tune on generated clips or a DAVIS / SA-V folder (optax AdamW)"),
+    ("batch", "batch", "track the videos of a manifest (JSON lines) on every device, resumably"),
 )
 
 

@@ -1,0 +1,351 @@
+"""`sam2-jax batch`: track every video of a manifest on all local devices, resumably.
+
+A manifest is JSON lines, one video per line: {"video": PATH, "prompts": [...]}, the prompts exactly as
+`track --prompts` takes them; paths are relative to the manifest's folder. Videos are read a group at a
+time (`--group-size`, so that host memory stays bounded), tracked together by `sharding.propagate_videos`
+(a mesh over every device, one compilation per shape bucket) and written in `track`'s formats and layout.
+
+Outputs appear only once complete (the writers build them under a temporary name and rename them), so a
+rerun skips the videos whose outputs all exist and writes only the missing formats of the others. A video
+that cannot be read, tracked or written is reported (`MANIFEST:LINE: why`) and skipped, with nothing
+written for it; the others go on. The summary (`OUT/batch_summary.json`, also printed) lists each video as
+done, skipped or failed. The exit status is 1 when any video failed (or before any work, on a missing
+manifest, an unwritable --out or a bad option), else 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from . import cli
+from .video import PromptMark, make_writer, open_video
+
+SUMMARY = "batch_summary.json"
+
+EPILOG = """\
+manifest (JSON lines, one video per line; blank lines are ignored):
+  {"video": "clips/cat.mp4", "prompts": [{"frame": 0, "obj_id": 1, "points": [[410, 230]], "labels": [1]}]}
+  {"video": "frames/dog", "prompts": [{"obj_id": 1, "box": [90, 40, 200, 180]},
+                                      {"frame": 3, "obj_id": 2, "mask": "dog_2.png"}]}
+  (one line each) The prompts are entries as `sam2-jax track --prompts` takes them (see `sam2-jax track
+  --help`). Video and mask paths are relative to the manifest's folder. Output names come from the video
+  names, as for track, so two videos of one name are an error.
+
+tracking:
+  From the first prompted frame to the end; --reverse: from the last prompted frame back to frame 0 (as
+  `track --reverse --start-frame LAST`); --both-directions: forward from the first prompted frame, then
+  backward from it. Videos of one shape bucket (frames rounded up to 16, size, objects, prompts) share one
+  compiled program; B of them run at once, B the devices on the mesh's videos axis.
+
+outputs (under --out, as for track): davis/NAME/, sav/NAME/, coco/NAME.json, overlay/NAME.mp4, and
+  batch_summary.json. A rerun skips the videos whose outputs all exist (--overwrite redoes them).
+  Exit status: 1 when any video failed, else 0.
+"""
+
+
+# ---------------------------------------------------------------------------------------- manifest
+@dataclasses.dataclass
+class Item:
+    """One manifest line and what became of it: status pending, done, skipped or failed."""
+
+    where: str  # MANIFEST:LINE
+    line: int
+    video: str = ""  # as written in the manifest
+    path: Path | None = None
+    name: str = ""
+    parts: list = dataclasses.field(default_factory=list)  # cli.prompt_parts of its prompts
+    todo: list = dataclasses.field(default_factory=list)  # the formats to write
+    status: str = "pending"
+    error: str | None = None
+    frames: int = 0
+    seconds: float = 0.0
+
+    def fail(self, err: Exception) -> None:
+        self.status, self.error = "failed", f"{self.where}: {err}"
+
+    def report(self) -> dict:
+        keys = ["line", "video", "name", "status", "frames", "seconds"] + (["error"] if self.error else [])
+        out = {key: getattr(self, key) for key in keys}
+        out["seconds"] = round(self.seconds, 3)
+        return out
+
+
+def read_manifest(manifest: Path) -> list[Item]:
+    """The manifest's lines as Items; a line that is not a valid entry comes back failed, saying why."""
+    try:
+        text = manifest.read_text()
+    except FileNotFoundError:
+        raise ValueError(f"manifest: {str(manifest)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"manifest: cannot read {str(manifest)!r} ({err})") from err
+    items, names = [], {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        item = Item(f"{manifest}:{number}", number)
+        items.append(item)
+        try:
+            item.video, entries = _parse_line(line)
+            item.path = manifest.parent / item.video
+            item.name = cli._video_name(str(item.path))
+            item.parts = cli.prompt_parts(entries, "prompts", manifest.parent)
+            if item.name in names:
+                raise ValueError(f"video: the output name {item.name!r} is already that of line {names[item.name]}; "
+                                 "outputs are named after the video's file or folder name")
+            names[item.name] = number
+        except ValueError as err:
+            item.fail(err)
+    if not items:
+        raise ValueError(f"manifest: expected one JSON line per video in {str(manifest)!r}, got none")
+    return items
+
+
+def _parse_line(line: str) -> tuple[str, list]:
+    try:
+        entry = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"not valid JSON ({err}): {line[:80]}") from None
+    if (not isinstance(entry, dict) or set(entry) != {"video", "prompts"} or not isinstance(entry["video"], str)
+            or not entry["video"] or not isinstance(entry["prompts"], list) or not entry["prompts"]):
+        raise ValueError(f'expected an object {{"video": PATH, "prompts": [...]}} (a path and a non-empty list '
+                         f"of prompts), got {line[:80]}")
+    return entry["video"], entry["prompts"]
+
+
+def _complete(path: Path) -> bool:
+    """An output exists only once complete (the writers rename it into place); an empty folder is none."""
+    return path.is_file() or (path.is_dir() and any(path.iterdir()))
+
+
+# ------------------------------------------------------------------------------------------ videos
+class Video(NamedTuple):
+    """A video read into memory with its checked prompts: frames (T, H, W, 3) uint8, functional.Prompts
+    over its objects in increasing id order, the prompt marks of the overlay and its frame rate."""
+
+    frames: np.ndarray
+    prompts: object
+    obj_ids: list
+    marks: list
+    fps: float | None
+
+
+def load(item: Item, reverse: bool) -> Video:
+    """Read the item's video and check its prompts against it (as `track` does)."""
+    from . import functional
+
+    with contextlib.closing(open_video(item.path)) as source:
+        frames, fps = np.stack(list(source)), source.fps
+    prompts = cli.checked_prompts(item.parts, *frames.shape[:3])
+    if reverse and max(p.frame for p in prompts) == 0:
+        raise ValueError("--reverse: tracking backward from frame 0 (the last prompted frame) visits no frame")
+    by_object: dict[int, list] = {}
+    for p in prompts:  # in frame order
+        entry = {"frame": p.frame, "mask": p.mask} if p.mask is not None else {
+            "frame": p.frame, "points": p.points, "labels": p.labels, "box": p.box}
+        by_object.setdefault(p.obj_id, []).append(entry)
+    obj_ids = sorted(by_object)
+    packed = functional.make_prompts([by_object[i] for i in obj_ids], *frames.shape[1:3])
+    functional.check_prompts(packed, frames.shape)
+    marks = [PromptMark(p.frame, p.obj_id, p.points, p.labels, p.box) for p in prompts if p.mask is None]
+    return Video(frames, packed, obj_ids, marks, fps)
+
+
+def write(item: Item, video: Video, outputs: dict, paths: dict, processor, args) -> int:
+    """Write the item's missing formats from `propagate`'s outputs (the visited frames, in order); returns
+    the number of frames written. Each output is complete or absent."""
+    visited = np.flatnonzero(outputs["visited"])
+    size = video.frames.shape[1:3]
+    with contextlib.ExitStack() as stack:
+        writers = [stack.enter_context(make_writer(
+            f, paths[f], overwrite=args.overwrite,
+            **({"fps": video.fps or 24.0, "prompts": video.marks} if f == "overlay" else {}))) for f in item.todo]
+        for t in visited:
+            masks = cli._masks(processor, outputs["pred_masks"][t], size, args)
+            for writer in writers:
+                writer.write(int(t), masks, video.obj_ids, frame=video.frames[t])
+    return len(visited)
+
+
+class Progress:
+    """`batch: 3/10 videos (1 failed), 240 frames, 31.5 frames/s` on stderr, rewritten in place; a failed
+    video's error gets a line of its own."""
+
+    def __init__(self, total: int):
+        self.total, self.videos, self.failed, self.frames = total, 0, 0, 0
+        self.start, self.width = time.perf_counter(), 0
+
+    def update(self, item: Item) -> None:
+        self.videos += 1
+        self.failed += item.status == "failed"
+        self.frames += item.frames
+        if item.error:
+            self._print(f"sam2-jax batch: {item.error}", end="\n")
+        rate = self.frames / max(time.perf_counter() - self.start, 1e-9)
+        self._print(f"batch: {self.videos}/{self.total} videos" + (f" ({self.failed} failed)" if self.failed else "")
+                    + f", {self.frames} frames, {rate:.2f} frames/s", end="")
+
+    def _print(self, text: str, end: str) -> None:
+        print("\r" + text.ljust(self.width), end=end, file=sys.stderr, flush=True)
+        self.width = 0 if end else len(text)
+
+    def close(self) -> None:
+        print(file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------- the command
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of `sam2-jax batch`."""
+    p.description = ("Track the videos of a manifest on every local device, writing track's outputs;\n"
+                     "a rerun skips the videos already done.")
+    p.epilog, p.formatter_class = EPILOG, argparse.RawDescriptionHelpFormatter
+    p.add_argument("manifest", metavar="MANIFEST.jsonl", help="one JSON line per video (schema below)")
+    p.add_argument("--model", required=True, metavar="DIR", help="a video checkpoint folder (config.json and "
+                                                                 "model.safetensors) or sam2-jax-shapes")
+    g = p.add_argument_group("tracking")
+    direction = g.add_mutually_exclusive_group()
+    direction.add_argument("--reverse", action="store_true",
+                           help="track backward from the last prompted frame to frame 0")
+    direction.add_argument("--both-directions", action="store_true",
+                           help="track forward from the first prompted frame, then backward from it")
+    g.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                   help="compute precision (default: %(default)s)")
+    g.add_argument("--object-shards", type=cli._positive, default=1, metavar="N",
+                   help="devices that share one video's objects (the mesh's objects axis; default: 1)")
+    g.add_argument("--group-size", type=cli._positive, metavar="N",
+                   help="videos read and tracked together (default: 4 per device on the videos axis)")
+    g.add_argument("--compile-cache", metavar="DIR", default=str(cli.DEFAULT_COMPILE_CACHE),
+                   help="as for track (default: %(default)s)")
+    g = p.add_argument_group("masks and outputs (as for track)")
+    g.add_argument("--fill-holes", type=cli._area, default=0.0, metavar="AREA",
+                   help="fill holes of at most AREA low-res mask pixels")
+    g.add_argument("--remove-sprinkles", type=cli._area, default=0.0, metavar="AREA",
+                   help="remove specks of at most AREA low-res mask pixels")
+    g.add_argument("--non-overlap", action="store_true",
+                   help="each pixel goes to at most one object (the highest score)")
+    g.add_argument("--format", action="append", metavar="FORMAT",
+                   help=f"{', '.join(cli.FORMATS)}; repeat it or separate with commas (default: davis)")
+    g.add_argument("--out", default="sam2_jax_out", metavar="DIR", help="output folder (default: %(default)s)")
+    g.add_argument("--overwrite", action="store_true", help="redo the videos whose outputs exist")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check the manifest, --out and the options, then track group by group; returns the exit status."""
+    began = time.perf_counter()
+    manifest, out = Path(args.manifest), Path(args.out)
+    items = read_manifest(manifest)
+    _check_writable(out)
+    formats = cli._formats(args.format)
+    cli._model_config(args.model)  # a clear error for a bad --model before the devices start
+    import jax
+    import jax.numpy as jnp
+
+    from . import sharding
+    from .video_api import Sam2VideoModel, Sam2VideoProcessor
+
+    if len(jax.devices()) % args.object_shards:
+        raise ValueError(f"--object-shards: expected a divisor of the {len(jax.devices())} devices, got "
+                         f"{args.object_shards}")
+    mesh = sharding.make_mesh(args.object_shards)
+    cli.enable_compile_cache(args.compile_cache)
+    model = Sam2VideoModel.from_pretrained(args.model, dtype=jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32)
+    params, config = sharding.replicate(model.params, mesh), model.config
+    processor = Sam2VideoProcessor(size=config.image_size)
+
+    for item in items:
+        if item.status == "pending":
+            paths = cli.output_paths(out, item.name, formats)
+            item.todo = [f for f in formats if args.overwrite or not _complete(paths[f])]
+            item.status = "pending" if item.todo else "skipped"
+    pending = [item for item in items if item.status == "pending"]
+    group_size = args.group_size or 4 * mesh.shape["videos"]
+    progress = Progress(len(items))
+    for item in items:
+        if item.status != "pending":
+            progress.update(item)
+    with contextlib.closing(progress):
+        for start in range(0, len(pending), group_size):
+            group = pending[start:start + group_size]
+            _track_group(group, params, config, mesh, processor, out, formats, args)
+            for item in group:
+                progress.update(item)
+
+    summary = _summary(items, time.perf_counter() - began, args, formats, mesh)
+    text = json.dumps(summary, indent=1)
+    _write_atomically(out / SUMMARY, text + "\n")
+    print(text)
+    return 1 if summary["totals"]["failed"] else 0
+
+
+def _track_group(group: list[Item], params, config, mesh, processor, out: Path, formats, args) -> None:
+    """Read, track and write one group of videos; each failure is recorded on its item."""
+    from . import sharding
+
+    loaded = []
+    for item in group:
+        began = time.perf_counter()
+        try:
+            loaded.append((item, load(item, args.reverse)))
+        except (ValueError, TypeError, OSError) as err:
+            item.fail(err)
+        item.seconds += time.perf_counter() - began
+    if not loaded:
+        return
+    began = time.perf_counter()
+    try:
+        outputs = sharding.propagate_videos(params, config, [(v.frames, v.prompts) for _, v in loaded], mesh,
+                                            reverse=args.reverse, both_directions=args.both_directions)
+    except Exception as err:  # noqa: BLE001 (e.g. out of device memory): this group fails, the next ones run
+        for item, _ in loaded:
+            item.fail(f"tracking failed: {type(err).__name__}: {err}")
+        return
+    seconds, total = time.perf_counter() - began, sum(len(v.frames) for _, v in loaded)
+    for (item, video), output in zip(loaded, outputs):
+        began = time.perf_counter()
+        try:
+            item.frames = write(item, video, output, cli.output_paths(out, item.name, formats), processor, args)
+            item.status = "done"
+        except (ValueError, TypeError, OSError) as err:
+            item.fail(err)
+        item.seconds += time.perf_counter() - began + seconds * len(video.frames) / total  # its share of the group
+
+
+def _summary(items: list[Item], seconds: float, args, formats, mesh) -> dict:
+    counts = {status: sum(item.status == status for item in items) for status in ("done", "skipped", "failed")}
+    frames = sum(item.frames for item in items)
+    return {"manifest": str(args.manifest), "model": str(args.model), "out": str(args.out), "formats": formats,
+            "devices": [str(d) for d in mesh.devices.flat], "mesh": dict(mesh.shape),
+            "videos": [item.report() for item in items],
+            "totals": {"videos": len(items), **counts, "frames": frames, "seconds": round(seconds, 3),
+                       "frames_per_second": round(frames / seconds, 3)}}
+
+
+def _check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise ValueError(f"--out: cannot write to {str(out)!r} ({err})") from None
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write `path` whole or not at all: a temporary file beside it, then a rename."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
