@@ -226,17 +226,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="videos read and tracked together (default: 4 per device on the videos axis)")
     g.add_argument("--compile-cache", metavar="DIR", default=str(cli.DEFAULT_COMPILE_CACHE),
                    help="as for track (default: %(default)s)")
-    g = p.add_argument_group("masks and outputs (as for track)")
-    g.add_argument("--fill-holes", type=cli._area, default=0.0, metavar="AREA",
-                   help="fill holes of at most AREA low-res mask pixels")
-    g.add_argument("--remove-sprinkles", type=cli._area, default=0.0, metavar="AREA",
-                   help="remove specks of at most AREA low-res mask pixels")
-    g.add_argument("--non-overlap", action="store_true",
-                   help="each pixel goes to at most one object (the highest score)")
-    g.add_argument("--format", action="append", metavar="FORMAT",
-                   help=f"{', '.join(cli.FORMATS)}; repeat it or separate with commas (default: davis)")
-    g.add_argument("--out", default="sam2_jax_out", metavar="DIR", help="output folder (default: %(default)s)")
-    g.add_argument("--overwrite", action="store_true", help="redo the videos whose outputs exist")
+    cli.add_output_arguments(p.add_argument_group("masks and outputs (as for track)"),
+                             "redo the videos whose outputs exist")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -600,7 +600,11 @@ def _add_track_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--compile-cache", metavar="DIR", default=str(DEFAULT_COMPILE_CACHE),
                    help="keep compiled programs here to skip compilation next time; 'off' to not "
                         "(default: %(default)s)")
-    g = p.add_argument_group("masks and outputs")
+    add_output_arguments(p.add_argument_group("masks and outputs"), "replace outputs that already exist")
+
+
+def add_output_arguments(g, overwrite_help: str) -> None:
+    """The mask clean-up and output options that track and batch share."""
     g.add_argument("--fill-holes", type=_area, default=0.0, metavar="AREA",
                    help="fill holes of at most AREA low-res mask pixels (the mask is image-size/4 square)")
     g.add_argument("--remove-sprinkles", type=_area, default=0.0, metavar="AREA",
@@ -610,7 +614,7 @@ def _add_track_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--format", action="append", metavar="FORMAT",
                    help=f"{', '.join(FORMATS)}; repeat it or separate with commas (default: davis)")
     g.add_argument("--out", default="sam2_jax_out", metavar="DIR", help="output folder (default: %(default)s)")
-    g.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
+    g.add_argument("--overwrite", action="store_true", help=overwrite_help)
 
 
 # Subcommands that live in their own module as `add_arguments(parser)` and `run(args)`: (name, module, help).
