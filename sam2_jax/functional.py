@@ -24,11 +24,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import plan, tracker
+from . import plan, processing, tracker
 from .config import Sam2Config
-from .modeling.layers import antialias_bilinear_matrix, antialias_taps
+from .modeling.layers import antialias_bilinear_matrix
 from .modeling.sam2_video import NO_OBJ_SCORE, Sam2VideoModule
-from .processing import IMAGENET_MEAN, IMAGENET_STD
 
 
 class Prompts(NamedTuple):
@@ -118,28 +117,11 @@ def prepare(config: Sam2Config, frames) -> jax.Array:
     x = jnp.asarray(frames)
     for axis, out_size in ((2, size), (1, size)):  # width first, as the processor
         if x.shape[axis] != out_size:
-            x = _resize_axis_fixed_point(x, axis, out_size)
+            x = processing._resize_axis_fixed_point(x, axis, out_size, xp=jnp)
     # A table of the 256 x 3 normalised values, computed as the processor computes them (XLA would turn the
     # division into a multiplication by the reciprocal, one ulp off).
-    mean = np.asarray(IMAGENET_MEAN, np.float32) * np.float32(255)
-    std = np.asarray(IMAGENET_STD, np.float32) * np.float32(255)
-    table = (np.arange(256, dtype=np.float32)[:, None] - mean) / std
+    table = (np.arange(256, dtype=np.float32)[:, None] - processing._MEAN_255) / processing._STD_255
     return jnp.asarray(table)[x.astype(jnp.int32), np.arange(3)]
-
-
-def _resize_axis_fixed_point(x, axis: int, out_size: int):
-    """One pass of ATen's uint8 antialias kernel along `axis` (as `processing._resize_axis_fixed_point`)."""
-    index, w = antialias_taps(x.shape[axis], out_size)
-    precision = 0
-    while precision < 22 and int(0.5 + w.max() * (1 << (precision + 1))) < (1 << 15):
-        precision += 1
-    w_int = np.floor(0.5 + w * (1 << precision)).astype(np.int32)
-    shape = [1] * x.ndim
-    shape[axis] = out_size
-    acc = jnp.int32(1 << (precision - 1))
-    for j in range(index.shape[1]):
-        acc = acc + jnp.take(x, index[:, j], axis=axis).astype(jnp.int32) * w_int[:, j].reshape(shape)
-    return jnp.clip(acc >> precision, 0, 255).astype(jnp.uint8)
 
 
 def _check_frames(frames):
@@ -398,7 +380,7 @@ def _tracked_frames(module, params, config, cond_frames, state, cond, num_frames
                                                                 both_directions, objects_axis)
     rows = jnp.arange(n)
     ring_frames = jnp.full((n, ring), -1, jnp.int32)
-    head = (state.recent_features, state.recent_pointers, ring_frames)
+    head = (state.recent_features, state.recent_pointers, ring_frames) if both_directions else None
     s = config.image_size // 4
 
     def run(carry, x):

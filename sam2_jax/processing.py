@@ -128,18 +128,19 @@ def resize_image(image: np.ndarray, size: tuple[int, int], kernel: str = "uint8"
     return x
 
 
-def _resize_axis_fixed_point(x: np.ndarray, axis: int, out_size: int) -> np.ndarray:
+def _resize_axis_fixed_point(x, axis: int, out_size: int, xp=np):
     """One pass of ATen's uint8 kernel: int16 weights with `precision` fractional bits, int32 sums,
-    round half up, clamp to 0..255 (ATen `_compute_indices_int16_weights_aa` and the AVX convolutions)."""
+    round half up, clamp to 0..255 (ATen `_compute_indices_int16_weights_aa` and the AVX convolutions).
+    `xp`: numpy here, jax.numpy inside jit (`functional.prepare`)."""
     index, w = antialias_taps(x.shape[axis], out_size)
     precision = 0
     while precision < 22 and int(0.5 + w.max() * (1 << (precision + 1))) < (1 << 15):
         precision += 1
     w_int = np.floor(0.5 + w * (1 << precision)).astype(np.int32)
-    acc = np.full(_shape_with(x.shape, axis, out_size), 1 << (precision - 1), np.int32)
+    acc = xp.int32(1 << (precision - 1))
     for j in range(index.shape[1]):
-        acc += np.take(x, index[:, j], axis=axis).astype(np.int32) * _along(w_int[:, j], axis, x.ndim)
-    return np.clip(acc >> precision, 0, 255).astype(np.uint8)
+        acc = acc + xp.take(x, index[:, j], axis=axis).astype(np.int32) * _along(w_int[:, j], axis, x.ndim)
+    return xp.clip(acc >> precision, 0, 255).astype(np.uint8)
 
 
 def _resize_axis_float(x: np.ndarray, axis: int, out_size: int) -> np.ndarray:

@@ -39,15 +39,16 @@ def replicate(tree, mesh: Mesh):
     return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
 
 
-def batch_shardings(mesh: Mesh, prompts: Prompts):
-    """NamedShardings of (frames (B,T,H,W,3), prompts (B,N,...), num_frames (B,)) and of the outputs."""
-    videos = NamedSharding(mesh, PartitionSpec("videos"))
-    per_object = NamedSharding(mesh, PartitionSpec("videos", "objects"))
-    prompt_shardings = Prompts(*(None if x is None else per_object for x in prompts))
-    outputs = {key: NamedSharding(mesh, PartitionSpec("videos", None, "objects"))
+def batch_specs(has_boxes: bool, has_masks: bool):
+    """PartitionSpecs of the inputs (frames (B,T,H,W,3), prompts (B,N,...), num_frames (B,)) and of the
+    outputs of `propagate_batch`: videos on "videos", objects on "objects"."""
+    per_object = PartitionSpec("videos", "objects")
+    prompts = Prompts(per_object, per_object, per_object, *((per_object,) * 2 if has_boxes else (None, None)),
+                      *((per_object,) * 2 if has_masks else (None, None)))
+    outputs = {key: PartitionSpec("videos", None, "objects")
                for key in ("pred_masks", "object_score_logits", "iou_scores")}
-    outputs["visited"] = videos
-    return (videos, prompt_shardings, videos), outputs
+    outputs["visited"] = PartitionSpec("videos")
+    return (PartitionSpec("videos"), prompts, PartitionSpec("videos")), outputs
 
 
 def propagate_batch(params, config: Sam2Config, frames, prompts: Prompts, num_frames, mesh: Mesh, *,
@@ -67,7 +68,9 @@ def propagate_batch(params, config: Sam2Config, frames, prompts: Prompts, num_fr
                                  np.asarray(num_frames)[i])
     run = _compiled(config, mesh, bool(reverse), bool(both_directions), prompts.boxes is not None,
                     prompts.masks is not None)
-    inputs, _ = batch_shardings(mesh, prompts)
+    specs, _ = batch_specs(prompts.boxes is not None, prompts.masks is not None)
+    inputs = jax.tree_util.tree_map(lambda spec: NamedSharding(mesh, spec), specs,
+                                    is_leaf=lambda x: isinstance(x, PartitionSpec))
     frames, prompts, num_frames = jax.device_put((frames, prompts, np.asarray(num_frames, np.int32)), inputs)
     return run(replicate(params, mesh), frames, prompts, num_frames)
 
@@ -78,21 +81,15 @@ def _compiled(config, mesh, reverse, both_directions, has_boxes, has_masks):
     objects (`shard_map`), so a video gives the numbers it gives alone on one device. (Left to the
     partitioner, XLA splits some reductions across devices; the reordered float sums then round the
     bfloat16 memories differently, about 1e-3 on tracked frames.)"""
-    template = Prompts(0, 0, 0, *((0, 0) if has_boxes else (None, None)), *((0, 0) if has_masks else (None, None)))
-    per_object = PartitionSpec("videos", "objects")
-    prompt_specs = Prompts(*(None if x is None else per_object for x in template))
-    out_specs = {key: PartitionSpec("videos", None, "objects")
-                 for key in ("pred_masks", "object_score_logits", "iou_scores")}
-    out_specs["visited"] = PartitionSpec("videos")
+    specs, out_specs = batch_specs(has_boxes, has_masks)
 
     def run(params, frames, prompts, num_frames):
         one = functools.partial(functional._propagate, params, config, reverse=reverse,
                                 both_directions=both_directions, objects_axis="objects")
         return jax.vmap(one)(frames, prompts, num_frames)
 
-    return jax.jit(jax.shard_map(run, mesh=mesh, in_specs=(PartitionSpec(), PartitionSpec("videos"), prompt_specs,
-                                                            PartitionSpec("videos")),
-                                 out_specs=out_specs, check_vma=False))
+    return jax.jit(jax.shard_map(run, mesh=mesh, in_specs=(PartitionSpec(), *specs), out_specs=out_specs,
+                                 check_vma=False))
 
 
 # ------------------------------------------------------------------------------------ shape buckets
