@@ -115,9 +115,14 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines + ["| " + " | ".join(str(x) for x in row) + " |" for row in rows])
 
 
-def save(out: str, stem: str, results: dict, text: str) -> list[str]:
+def save(out: str, stem: str, results: dict, text: str, paths: list[str] = ()) -> list[str]:
     """Write `results` as JSON and `text` as markdown to out/<device>-<stem>-<date>.{json,md}, or to
-    <date>-2, -3... when a run of the same day is there already (its results stay)."""
+    <date>-2, -3... when a run of the same day is there already (its results stay); to `paths` when given
+    (the files an earlier save of the same run returned)."""
+    if paths:
+        Path(paths[0]).write_text(json.dumps(results, indent=2) + "\n")
+        Path(paths[1]).write_text(text + "\n")
+        return list(paths)
     device = re.sub(r"[^a-z0-9]+", "-", jax.devices()[0].device_kind.lower()).strip("-")
     first = Path(out) / f"{device}-{stem}-{datetime.date.today().isoformat()}"  # stems may hold dots: no suffixes
     base, count = first, 1

@@ -219,18 +219,33 @@ def measure(args, config, publish: Callable[[dict], None]) -> None:
                 run["ratio_to_transformers"] = {dtype: run["frames_per_second"] / fps
                                                 for dtype, fps in reference_fps.items()}
                 if name.startswith("sam2-jax"):
-                    dtype = name.split()[1]
-                    run["warm_up_s"] = warm_s[dtype]
-                    if args.compile_times:
-                        run.update(compile_and_count(folder, dtype, calls[dtype]))
-                        run["achieved_gflops_per_s"] = run["gflops_per_frame"]["total"] * run["frames_per_second"]
-                        progress(f"{n} object(s): {name} compiled cold in {run['compile_cold_s']:.1f} s, "
-                                 f"warm in {run['compile_warm_s']:.1f} s")
+                    run["warm_up_s"] = warm_s[name.split()[1]]
+                    run["programs"] = len(calls[name.split()[1]])  # distinct (function, shapes): one compile each
                 results["runs"].append(run)
-            results.update(machine_after=machine(), device_memory=device_memory(),
-                           torch_peak_memory=reference.peak_memory(),
+            results.update(extra_object_s=extra_object_cost(results["runs"]), machine_after=machine(),
+                           device_memory=device_memory(), torch_peak_memory=reference.peak_memory(),
                            process_peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-            publish(results)
+            publish(results)  # the speeds first: compiling below may outlast a time limit
+            for run in results["runs"][-len(stats):]:
+                if args.compile_times and run["implementation"].startswith("sam2-jax"):
+                    dtype = run["implementation"].split()[1]
+                    run.update(compile_and_count(folder, dtype, calls[dtype]))
+                    run["achieved_gflops_per_s"] = run["gflops_per_frame"]["total"] * run["frames_per_second"]
+                    progress(f"{n} object(s): {run['implementation']} compiled cold in {run['compile_cold_s']:.1f} s, "
+                             f"warm in {run['compile_warm_s']:.1f} s")
+                    publish(results)
+
+
+def extra_object_cost(runs: list[dict]) -> dict[str, float]:
+    """Seconds a frame that each extra object adds, per implementation: the slope between the fewest and the
+    most objects measured."""
+    out = {}
+    for name in dict.fromkeys(run["implementation"] for run in runs):
+        points = sorted((run["objects"], 1 / run["frames_per_second"]) for run in runs if run["implementation"] == name)
+        if len(points) > 1 and points[-1][0] > points[0][0]:
+            (n0, s0), (n1, s1) = points[0], points[-1]
+            out[name] = (s1 - s0) / (n1 - n0)
+    return out
 
 
 def compile_and_count(folder: str, dtype: str, calls: list) -> dict:
@@ -258,13 +273,13 @@ def report(results: dict) -> str:
         rows.append([run["implementation"], run["objects"], f"{run['frames_per_second']:.2f}",
                      *(f"{run['ratio_to_transformers'][dtype]:.2f}" for dtype in reference_dtypes),
                      f"{run['prompt_frame_s']:.2f}", f"{run['session_s']:.2f}",
-                     f"{run['warm_up_s']:.1f}" if "warm_up_s" in run else "-",
+                     f"{run['warm_up_s']:.1f}" if "warm_up_s" in run else "-", run.get("programs", "-"),
                      f"{run['compile_cold_s']:.1f} / {run['compile_warm_s']:.1f}" if compiled else "-",
                      f"{flops['encode']:.2f} + {flops['step']:.2f}" if compiled else "-",
                      f"{run['achieved_gflops_per_s']:.1f}" if compiled else "-", f"{run['host_rss_growth_mib']:.0f}"])
     table = markdown_table(["implementation", "objects", "frames/s",
                             *(f"x transformers {dtype}" for dtype in reference_dtypes), "prompt frame s", "session s",
-                            "warm-up s", "compile cold / warm s", "GFLOP/frame encode + step", "GFLOP/s",
+                            "warm-up s", "programs", "compile cold / warm s", "GFLOP/frame encode + step", "GFLOP/s",
                             "host RSS growth MiB"], rows)
     before, device, torch_peak = results["machine_before"], results["device_memory"], results["torch_peak_memory"]
     notes = (f"frames/s: median over chunks of {results['chunk']} frames after the first. session s: transformers "
@@ -275,6 +290,10 @@ def report(results: dict) -> str:
              + (f"{device['peak_bytes_in_use'] / MIB:.0f} MiB (sam2-jax), " if device else "n/a (CPU).")
              + (f"{torch_peak / MIB:.0f} MiB (transformers)." if torch_peak else "")
              + (" On CPU, bfloat16 is emulated by XLA: not a speed mode there." if before["device"] == "cpu" else ""))
+    extra = results.get("extra_object_s")
+    if extra:
+        notes += " Each extra object costs " + ", ".join(f"{name} {s:.3f} s" for name, s in extra.items()) + \
+            " a frame (the slope from the fewest to the most objects)."
     return "\n".join([f"## {results['config']} ({results['image_size']} px), {results['video']}, one click per object",
                       "", f"`{results['command']}`", "", f"Machine: {describe(before, results['machine_after'])}.",
                       "", table, "", notes])
@@ -308,10 +327,13 @@ def main() -> None:
 
         args.reference_dtype = "float32,bfloat16" if DEVICE == "cuda" else "float32"
 
+    written = []  # the files of the first publish, rewritten by the later ones
+
     def publish(results: dict) -> None:
         text = report(results)
         print(text, flush=True)
-        print("wrote", *save(args.out, args.config, results, text), flush=True)
+        written[:] = save(args.out, args.config, results, text, written)
+        print("wrote", *written, flush=True)
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(results, f, indent=2)
