@@ -5,15 +5,21 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
+# `benchmarks/gpu_run.sh --rehearse` sets this to "cpu": the GPU tests then run on the CPU, so that the script
+# and the tests it names cannot rot where there is no GPU.
+GPU_TESTS_ON = os.environ.get("SAM2_JAX_GPU_TESTS_ON", "gpu")
+
 
 def pytest_configure(config):
     """JAX runs on the CPU in the tests, except in the GPU parity run (`-m gpu`), where it takes the GPU."""
-    if config.getoption("markexpr") != "gpu":
+    if config.getoption("markexpr") != "gpu" or GPU_TESTS_ON == "cpu":
         os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 
 def _no_gpu() -> str | None:
-    """Why the GPU tests cannot run here, or None when torch and JAX both see a GPU."""
+    """Why the GPU tests cannot run here, or None when torch and JAX both see a GPU (or they rehearse)."""
+    if GPU_TESTS_ON == "cpu":
+        return None
     import torch
 
     if not torch.cuda.is_available():

@@ -3,6 +3,8 @@ GPU (float32, "highest" matmul precision); and sam2-jax bfloat16 masks against i
 on the GPU and, with the small config, on the CPU.
 
     python -m pytest -m gpu    # JAX then takes the GPU (tests/conftest.py); skipped where there is none
+
+`benchmarks/gpu_run.sh --rehearse` runs the GPU tests on the CPU (`SAM2_JAX_GPU_TESTS_ON=cpu`).
 """
 
 from __future__ import annotations
@@ -13,11 +15,14 @@ import numpy as np
 import pytest
 import torch
 from test_image_model import CASES, _pixels, _run_both, make_models
+from conftest import GPU_TESTS_ON
 from test_video_model import ONE_CLICK, Pair, _run, _video, run_flow
 
 from sam2_jax.config import small_config
+from sam2_jax.modeling import layers
 from sam2_jax.video_api import Sam2VideoModel
 
+TORCH_DEVICE = "cuda" if GPU_TESTS_ON == "gpu" else "cpu"
 ON_CPU_AND_GPU = pytest.mark.parametrize("device", ["cpu", pytest.param("gpu", marks=pytest.mark.gpu)])
 TWO_OBJECTS = [("add", dict(frame_idx=0, obj_ids=[1, 2], input_points=[[[[70, 80]], [[180, 150]]]],
                             input_labels=[[[1], [1]]])),
@@ -52,17 +57,35 @@ def _iou(a, b) -> float:
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_image_model_matches_transformers_on_gpu(strict_float32_torch, tmp_path, case):
     hf, ours, folder = make_models(tmp_path)
-    assert jax.default_backend() == "gpu"
-    _run_both((hf.to("cuda"), ours, folder), f"gpu {case}", True, **CASES[case])
+    assert jax.default_backend() == GPU_TESTS_ON
+    _run_both((hf.to(TORCH_DEVICE), ours, folder), f"{GPU_TESTS_ON} {case}", True, **CASES[case])
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("name,actions", [("one click", ONE_CLICK), ("two objects", TWO_OBJECTS)])
+@pytest.mark.parametrize("name,actions", [("one click", ONE_CLICK), ("two objects", TWO_OBJECTS)],
+                         ids=["one click", "two objects"])
 def test_video_model_matches_transformers_on_gpu(strict_float32_torch, tmp_path, name, actions):
     pair = Pair(small_config(), tmp_path)  # calibrated on the CPU, then moved
-    pair.hf.to("cuda")
-    assert jax.default_backend() == "gpu"
-    run_flow(pair, actions, name=f"gpu {name}")
+    pair.hf.to(TORCH_DEVICE)
+    assert jax.default_backend() == GPU_TESTS_ON
+    run_flow(pair, actions, video=_video(num_frames=8), name=f"{GPU_TESTS_ON} {name}")
+
+
+@pytest.mark.gpu
+def test_cudnn_attention_matches_xla_attention():
+    """bfloat16 attention on the GPU runs cuDNN's fused kernel (memory attention's shapes: one head of 256, keys
+    partly masked, values narrower than keys) and agrees with the XLA path; the rehearsal on the CPU checks the
+    XLA path alone."""
+    rng = np.random.default_rng(0)
+    q, k = (jnp.asarray(rng.standard_normal((2, n, 1, 256)), jnp.bfloat16) for n in (512, 1088))
+    v = jnp.asarray(rng.standard_normal((2, 1088, 1, 64)), jnp.bfloat16)
+    mask = jnp.asarray(rng.random((2, 1088)) > 0.3)
+    fused = jax.jit(lambda *a: layers.attention(*a, scale=256 ** -0.5, mask=mask))
+    plain = jax.jit(lambda q, k, v: layers._xla_attention(q, k, v, 256 ** -0.5, mask))
+    hlo = fused.lower(q, k, v).as_text()
+    assert ("__cudnn$fmha" in hlo) == (jax.default_backend() == "gpu")
+    expected = np.asarray(plain(q, k, v), np.float32)
+    assert np.abs(np.asarray(fused(q, k, v), np.float32) - expected).max() <= 0.02 * np.abs(expected).max()
 
 
 @ON_CPU_AND_GPU
