@@ -21,8 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from sam2_jax import tracker
-from sam2_jax.video_api import Sam2VideoModel
 from sam2_jax.modeling.sam2_video import Sam2VideoModule
+from sam2_jax.video_api import Sam2VideoModel
 
 from .common import config_named, describe, machine, markdown_table, use_cores
 
@@ -61,19 +61,20 @@ def parts(model: Sam2VideoModel, n: int) -> dict:
         return jax.jit(lambda params, *a: model.module.apply({"params": params}, *a,
                                                              method=getattr(Sam2VideoModule, name)))
 
+    attend, segment, encode_memory = map(method, ("conditioned_features", "segment", "encode_memory"))
     level2_n = jnp.broadcast_to(level2, (n, *level2.shape[1:]))
     memory_args = (level2_n, pos, *tracker.read_memory(state, inputs._asdict()), inputs.max_pointers,
                    inputs.use_memory)
-    pix = method("conditioned_features")(model.params, *memory_args)
+    pix = attend(model.params, *memory_args)
     segment_args = ((s0, s1), pix, inputs.points, inputs.labels, inputs.point_mask, inputs.multimask, None,
                     inputs.is_mask_prompt)
-    out = method("segment")(model.params, *segment_args)
+    out = segment(model.params, *segment_args)
     return {
         "image encoder (per frame)": (encode, (pixels,)),
-        "memory attention": (method("conditioned_features"), memory_args),
-        "mask decoder": (method("segment"), segment_args),
-        "memory encoder": (method("encode_memory"),
-                           (level2_n, out["high_res_masks"], out["object_score_logits"], inputs.binarize)),
+        "memory attention": (attend, memory_args),
+        "mask decoder": (segment, segment_args),
+        "memory encoder": (encode_memory, (level2_n, out["high_res_masks"], out["object_score_logits"],
+                                           inputs.binarize)),
         "whole step": (jax.jit(functools.partial(tracker.track_step, model.module)), (state, features, inputs)),
     }
 

@@ -219,8 +219,9 @@ def measure(args, config, publish: Callable[[dict], None]) -> None:
                 run["ratio_to_transformers"] = {dtype: run["frames_per_second"] / fps
                                                 for dtype, fps in reference_fps.items()}
                 if name.startswith("sam2-jax"):
-                    run["warm_up_s"] = warm_s[name.split()[1]]
-                    run["programs"] = len(calls[name.split()[1]])  # distinct (function, shapes): one compile each
+                    dtype = name.split()[1]
+                    run["warm_up_s"] = warm_s[dtype]
+                    run["programs"] = len(calls[dtype])  # distinct (function, shapes): one compile each
                 results["runs"].append(run)
             results.update(extra_object_s=extra_object_cost(results["runs"]), machine_after=machine(),
                            device_memory=device_memory(), torch_peak_memory=reference.peak_memory(),

@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from test_image_model import CASES, _pixels, _run_both, make_models
 from conftest import GPU_TESTS_ON
+from test_image_model import CASES, _pixels, _run_both, make_models
 from test_video_model import ONE_CLICK, Pair, _run, _video, run_flow
 
 from sam2_jax.config import small_config
