@@ -8,6 +8,7 @@ written for transformers runs after changing the imports. Layouts follow transfo
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from typing import Any
 
@@ -102,8 +103,10 @@ class PretrainedModel:
         return cls(config, params, dtype)
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> None:
-        """Write config.json + model.safetensors (float32) that transformers loads strictly."""
+        """Write config.json + model.safetensors (float32) that transformers loads strictly, and the processor
+        files for the model's input size (`Sam2Processor.save_pretrained`)."""
         weights.save_checkpoint(save_directory, _cast_floats(self.params, jnp.float32), self.config)
+        Sam2Processor(size=self.config.prompt_encoder_config.image_size).save_pretrained(save_directory)
 
 
 class Sam2Model(PretrainedModel):
@@ -163,7 +166,11 @@ class Sam2Model(PretrainedModel):
     def _check_pixel_values(self, pixel_values):
         shape = tuple(np.shape(pixel_values))
         size = tuple(self.config.vision_config.backbone_config.image_size)
-        if len(shape) != 4 or shape[1] != 3 or shape[2:] != size:
+        if len(shape) == 4 and shape[1] == 3 and shape[2:] != size:
+            raise ValueError(f"pixel_values: the model takes {size[0]}x{size[1]} px images, got {shape[2]}x{shape[3]} "
+                             f"(shape {shape}); make the processor with Sam2Processor.from_pretrained(<the model's "
+                             f"checkpoint>) or Sam2Processor(size={size[0]})")
+        if len(shape) != 4 or shape[1] != 3:
             raise ValueError(f"pixel_values: expected shape (batch, 3, {size[0]}, {size[1]}) as the processor "
                              f"returns, got {shape}")
         if not jnp.issubdtype(jnp.asarray(pixel_values).dtype, jnp.floating):
@@ -252,17 +259,98 @@ class Sam2Model(PretrainedModel):
         return jnp.transpose(masks, (0, 2, 3, 1))
 
 
+# transformers' processor files: the image processor's, the video processor's, and (transformers 5) both nested.
+PREPROCESSOR_NAME = "preprocessor_config.json"
+VIDEO_PREPROCESSOR_NAME = "video_preprocessor_config.json"
+PROCESSOR_NAME = "processor_config.json"
+# The preprocessing sam2_jax implements: transformers' Sam2ImageProcessor defaults (size aside).
+_PREPROCESSING = {"do_convert_rgb": True, "do_normalize": True, "do_rescale": True, "do_resize": True,
+                  "image_mean": list(processing.IMAGENET_MEAN), "image_std": list(processing.IMAGENET_STD),
+                  "resample": 2, "rescale_factor": 1 / 255}
+
+
+def _read_preprocessing(folder: str) -> dict:
+    """Sam2Processor arguments from a checkpoint folder: the image processor of preprocessor_config.json (or the
+    one nested in processor_config.json) and the processor's target_size, else the model's input size from
+    config.json. Settings that sam2_jax does not implement are an error, never silently ignored."""
+    processor = _read_json(os.path.join(folder, PROCESSOR_NAME))
+    path = os.path.join(folder, PREPROCESSOR_NAME)
+    image = _read_json(path)
+    if image is None and processor is not None and "image_processor" in processor:
+        path, image = os.path.join(folder, PROCESSOR_NAME), processor["image_processor"]
+    target_size = (processor or {}).get("target_size")
+    if image is None:
+        return {"size": weights.read_config(folder).prompt_encoder_config.image_size, "target_size": target_size}
+    for key, expected in _PREPROCESSING.items():
+        value = image.get(key, expected)
+        if value != expected and not (isinstance(value, list) and np.allclose(value, expected)):
+            raise ValueError(f"pretrained_model_name_or_path: {path!r} sets {key} = {value!r}; sam2_jax's processor "
+                             f"implements {key} = {expected!r} only (transformers' Sam2ImageProcessor default)")
+    size = image.get("size", {"height": 1024, "width": 1024})
+    if not isinstance(size, dict) or size.get("height") != size.get("width") or not size.get("height"):
+        raise ValueError(f"pretrained_model_name_or_path: {path!r} sets size = {size!r}; expected a square "
+                         "{'height': S, 'width': S}, the model's input size")
+    return {"size": size["height"], "target_size": target_size}
+
+
+def _read_json(path: str) -> dict | None:
+    """The JSON object in `path`, or None if there is no such file."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"pretrained_model_name_or_path: {path!r} is not readable JSON ({err})") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"pretrained_model_name_or_path: expected a JSON object in {path!r}, got "
+                         f"{type(data).__name__}")
+    return data
+
+
 class Sam2Processor:
     """transformers `Sam2Processor` with default arguments: images to pixel_values, prompts scaled to the
-    model's input size and padded as transformers pads them, masks post-processed."""
+    model's input size and padded as transformers pads them, masks post-processed.
+
+    `from_pretrained(checkpoint)` takes the input size from the checkpoint, so it fits the model; the bare
+    constructor takes transformers' default, 1024 px."""
 
     def __init__(self, size: int = 1024, target_size: int | None = None, point_pad_value: int = -10):
         if point_pad_value != processing.POINT_PAD_VALUE:
             raise ValueError(f"point_pad_value: expected {processing.POINT_PAD_VALUE} (transformers' value, which the "
                              f"model treats as a zero token), got {point_pad_value}")
+        for name, value in (("size", size), ("target_size", size if target_size is None else target_size)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+                raise ValueError(f"{name}: expected a positive int (pixels), got {value!r}")
         self.size = int(size)
         self.target_size = int(target_size) if target_size is not None else self.size
         self.point_pad_value = point_pad_value
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike):
+        """The processor of a checkpoint folder (or packaged model by name), as transformers reads it: from
+        preprocessor_config.json (or processor_config.json), else from the model's config.json."""
+        folder = weights.resolve_pretrained(pretrained_model_name_or_path)
+        if not os.path.isdir(folder):
+            raise ValueError(f"pretrained_model_name_or_path: expected a checkpoint folder, got {folder!r}, which "
+                             "is not a folder (hub downloads are not supported: download it first)")
+        return cls(**_read_preprocessing(folder))
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> None:
+        """Write preprocessor_config.json and video_preprocessor_config.json, which transformers'
+        `Sam2Processor` and `Sam2VideoProcessor` load (as does `from_pretrained` here)."""
+        os.makedirs(save_directory, exist_ok=True)
+        size = {"height": self.size, "width": self.size}
+        files = {PREPROCESSOR_NAME: {**_PREPROCESSING, "image_processor_type": "Sam2ImageProcessor", "size": size,
+                                     "mask_size": {"height": 256, "width": 256}},
+                 VIDEO_PREPROCESSOR_NAME: {**_PREPROCESSING, "video_processor_type": "Sam2VideoVideoProcessor",
+                                           "size": size}}
+        if self.target_size != self.size:
+            files[PROCESSOR_NAME] = {"processor_class": type(self).__name__, "target_size": self.target_size,
+                                     "point_pad_value": self.point_pad_value}
+        for name, settings in files.items():
+            with open(os.path.join(save_directory, name), "w") as f:
+                json.dump(settings, f, indent=2, sort_keys=True)
 
     def __call__(self, images=None, input_points=None, input_labels=None, input_boxes=None, original_sizes=None,
                  return_tensors: str | None = "jax", **unused) -> BatchFeature:
@@ -282,7 +370,7 @@ class Sam2Processor:
         if any(x is not None for x in (input_points, input_labels, input_boxes)):
             out.update(processing.prepare_prompts(input_points, input_labels, input_boxes,
                                                   original_sizes=out["original_sizes"].tolist(),
-                                                  target_size=self.target_size))
+                                                  target_size=self.target_size, sizes_from_images=images is not None))
         if return_tensors == "jax":
             out = BatchFeature({k: jnp.asarray(v) for k, v in out.items()})
         return out

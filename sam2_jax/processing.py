@@ -164,7 +164,7 @@ def _along(v: np.ndarray, axis: int, ndim: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------- prompts
 
 def prepare_prompts(input_points=None, input_labels=None, input_boxes=None, *, original_sizes,
-                    target_size: int = 1024) -> dict[str, np.ndarray]:
+                    target_size: int = 1024, sizes_from_images: bool = False) -> dict[str, np.ndarray]:
     """`Sam2Processor.__call__` on prompts: validate, pad ragged lists with -10, scale to target_size.
 
     input_points [image][object][point][x, y], input_labels [image][object][point] (1 positive, 0
@@ -174,6 +174,8 @@ def prepare_prompts(input_points=None, input_labels=None, input_boxes=None, *, o
     and is left alone.
     Returns a dict with the given keys among input_points (B, P, N, 2) float32, input_labels (B, P, N)
     int64 and input_boxes (B, nb, 4) float32, coordinates times target/W and target/H in float32.
+    sizes_from_images: the sizes were measured on the images, which transformers keeps in a tensor, so that
+    its target/W is torch's float32 `target * (1/W)` rather than a float64 quotient (1 ulp apart at times).
     """
     if (input_points is None) != (input_labels is None):
         given, missing = ("input_points", "input_labels") if input_labels is None else ("input_labels",
@@ -212,7 +214,8 @@ def prepare_prompts(input_points=None, input_labels=None, input_boxes=None, *, o
         points = out["input_points"]
         real = ~np.all(points == POINT_PAD_VALUE, axis=-1)
         _check_in_image(points, real, sizes, "input_points", depth=2)
-        out["input_points"] = np.where(real[..., None], _scale(points, sizes, target_size), points)
+        out["input_points"] = np.where(real[..., None], _scale(points, sizes, target_size, sizes_from_images),
+                                       points)
     if "input_boxes" in out:
         boxes = out["input_boxes"]
         _check_in_image(boxes.reshape(batch, -1, 2, 2), np.ones(boxes.shape[:2] + (2,), bool), sizes,
@@ -221,7 +224,8 @@ def prepare_prompts(input_points=None, input_labels=None, input_boxes=None, *, o
         if inverted.any():
             b, i = np.argwhere(inverted)[0]
             raise ValueError(f"input_boxes[{b}][{i}]: expected x1 <= x2 and y1 <= y2, got {boxes[b, i].tolist()}")
-        out["input_boxes"] = _scale(boxes.reshape(batch, -1, 2, 2), sizes, target_size).reshape(boxes.shape)
+        out["input_boxes"] = _scale(boxes.reshape(batch, -1, 2, 2), sizes, target_size,
+                                    sizes_from_images).reshape(boxes.shape)
     return out
 
 
@@ -314,9 +318,15 @@ def _check_in_image(xy: np.ndarray, real: np.ndarray, sizes: list, name: str, de
                              f"{xy[b][where].reshape(-1).tolist()}")
 
 
-def _scale(xy: np.ndarray, sizes: list, target_size: int) -> np.ndarray:
-    """x * (target / W), y * (target / H) per image in float32, as transformers' `_normalize_coordinates`."""
-    ratios = np.asarray([(target_size / w, target_size / h) for h, w in sizes], np.float32)
+def _scale(xy: np.ndarray, sizes: list, target_size: int, float32_ratios: bool = False) -> np.ndarray:
+    """x * (target / W), y * (target / H) per image in float32, as transformers' `_normalize_coordinates`
+    (with float32_ratios, target / W as torch divides a number by an int tensor: float32 reciprocal, product)."""
+    if float32_ratios:
+        one, target = np.float32(1), np.float32(target_size)
+        ratios = np.asarray([(target * (one / np.float32(w)), target * (one / np.float32(h))) for h, w in sizes],
+                            np.float32)
+    else:
+        ratios = np.asarray([(target_size / w, target_size / h) for h, w in sizes], np.float32)
     return xy * ratios.reshape((len(sizes),) + (1,) * (xy.ndim - 2) + (2,))
 
 

@@ -416,3 +416,44 @@ def test_non_overlapping_keeps_only_the_argmax_object(masks):
                     expected[(n,) + pixel] = min(column[n], -10.0)
     np.testing.assert_array_equal(out, expected)
     assert ((out > 0).sum(axis=0) <= 1).all()
+
+
+# ------------------------------------------------------------------------------------ processor files
+
+def test_processor_files_round_trip_with_transformers(tmp_path):
+    """What sam2-jax writes, transformers' processors load and use as we do; what transformers writes (its
+    nested processor_config.json, or an image processor's preprocessor_config.json), sam2-jax reads."""
+    import transformers
+
+    from sam2_jax import Sam2Processor as OurProcessor, Sam2VideoProcessor as OurVideoProcessor
+
+    image = np.random.default_rng(0).integers(0, 256, (90, 120, 3), np.uint8)
+    OurVideoProcessor(size=192).save_pretrained(tmp_path / "ours")
+    for cls in (transformers.Sam2Processor, transformers.Sam2VideoProcessor):
+        theirs = cls.from_pretrained(tmp_path / "ours")
+        assert (theirs.image_processor.size.height, theirs.target_size) == (192, 192)
+        expected = theirs(images=image, input_points=[[[[30, 40]]]], input_labels=[[[1]]], return_tensors="pt")
+        ours = OurProcessor.from_pretrained(tmp_path / "ours")(images=image, input_points=[[[[30, 40]]]],
+                                                                 input_labels=[[[1]]], return_tensors="np")
+        assert np.array_equal(ours["pixel_values"], expected["pixel_values"].numpy())
+        assert np.array_equal(ours["input_points"], expected["input_points"].numpy())
+    transformers.Sam2Processor(image_processor=Sam2ImageProcessor(size={"height": 320, "width": 320}),
+                               target_size=320).save_pretrained(tmp_path / "nested")
+    Sam2ImageProcessor(size={"height": 160, "width": 160}).save_pretrained(tmp_path / "image")
+    assert OurVideoProcessor.from_pretrained(tmp_path / "nested").size == 320
+    assert OurProcessor.from_pretrained(tmp_path / "image").size == 160
+
+
+def test_processor_from_a_model_checkpoint(tmp_path):
+    """A model's save_pretrained writes the processor files; without them, the size comes from config.json."""
+    from sam2_jax import Sam2VideoModel, Sam2VideoProcessor
+    from sam2_jax.config import small_config
+
+    model = Sam2VideoModel.from_config(small_config(image_size=192))
+    model.save_pretrained(tmp_path)
+    assert {"preprocessor_config.json", "video_preprocessor_config.json"} <= set(p.name for p in tmp_path.iterdir())
+    assert Sam2VideoProcessor.from_pretrained(tmp_path).size == 192
+    for name in ("preprocessor_config.json", "video_preprocessor_config.json"):
+        (tmp_path / name).unlink()
+    assert Sam2VideoProcessor.from_pretrained(tmp_path).size == 192
+    assert Sam2VideoProcessor.from_pretrained("sam2-jax-shapes").size == 128

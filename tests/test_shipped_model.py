@@ -50,7 +50,7 @@ def test_the_shipped_model_tracks_held_out_clips():
     """The packaged sam2-jax-shapes model, loaded by name, through the inference API on held-out generated
     clips (seeds the training stream never draws): J&F (DAVIS rules) from a click, a box and a mask on
     frame 0, against the copy-the-first-mask baseline."""
-    model, processor = Sam2VideoModel.from_pretrained("sam2-jax-shapes"), Sam2VideoProcessor(size=128)
+    model, processor = Sam2VideoModel.from_pretrained("sam2-jax-shapes"), Sam2VideoProcessor.from_pretrained("sam2-jax-shapes")
     scores = {kind: [] for kind in ("click", "box", "mask", "copy")}
     for frames, truth in batches.held_out_clips(16, 8, 128, start=100):
         for kind in ("click", "box", "mask"):
