@@ -340,6 +340,9 @@ class VideoFile(FrameSource):
             raise VideoError(f"path: {str(self.path)!r} holds no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
+        # A damaged frame is an error naming it, not a frame the decoder silently patches up (FFmpeg conceals
+        # errors by default; codecs that cannot detect damage still decode as before).
+        stream.codec_context.options = {"err_detect": "explode"}
         return container, stream
 
     def _index(self, container, stream) -> None:
@@ -383,8 +386,17 @@ class VideoFile(FrameSource):
         before it."""
         import av
         i = start - 1
-        try:
-            for frame in container.decode(stream):
+        packets = container.demux(stream)
+        while True:
+            try:
+                packet = next(packets, None)
+                if packet is None:
+                    return
+                frames = packet.decode()
+            except (av.FFmpegError, EOFError) as e:  # (threaded decoders report it a few packets late)
+                raise VideoError(f"path: frame {i + 1} of {str(self.path)!r} cannot be decoded ({e}); the frames "
+                                 f"before it can") from e
+            for frame in frames:
                 if self._pts_index is None:
                     i += 1
                 elif frame.pts in self._pts_index:
@@ -393,8 +405,6 @@ class VideoFile(FrameSource):
                     continue
                 if i >= start:
                     yield i, frame
-        except (av.FFmpegError, EOFError) as e:
-            raise VideoError(f"path: {str(self.path)!r} cannot be decoded after frame {i} ({e})") from e
 
     def _array(self, frame: av.VideoFrame, i: int) -> np.ndarray:
         array = frame.to_ndarray(format="rgb24")

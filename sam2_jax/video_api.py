@@ -24,6 +24,7 @@ from .api import ModelOutput, PretrainedModel, Sam2Processor, _cast_floats
 from .config import Sam2Config, replace
 from .modeling.sam2_video import Sam2VideoModule
 from .plan import SessionPlan, mask_prompts
+from .video import VideoError, open_video
 
 
 @dataclasses.dataclass
@@ -158,6 +159,7 @@ class Sam2VideoInferenceSession:
         self._obj_id_to_idx: dict = {}
         self._obj_idx_to_id: list = []
         self._objects: list[_ObjectTrack] = []
+        self._removed_obj_ids: set = set()
         self.obj_with_new_inputs: list = []
         self._state = None
         self._planner = None
@@ -171,6 +173,7 @@ class Sam2VideoInferenceSession:
     def remove_object(self, obj_id) -> None:
         """Forget one object and all its prompts and memories (the original predictor's `remove_object`)."""
         idx = self._check_obj_id(obj_id)
+        self._removed_obj_ids.add(obj_id)
         del self._objects[idx]
         del self._obj_idx_to_id[idx]
         self._obj_id_to_idx = {o: i for i, o in enumerate(self._obj_idx_to_id)}
@@ -190,8 +193,27 @@ class Sam2VideoInferenceSession:
     # ------------------------------------------------------------------------------------- internals
     def _check_obj_id(self, obj_id) -> int:
         if obj_id not in self._obj_id_to_idx:
-            raise ValueError(f"obj_id: expected one of the session's objects {self.obj_ids}, got {obj_id!r}")
+            removed = " (it was removed)" if obj_id in self._removed_obj_ids else ""
+            raise ValueError(f"obj_id: expected one of the session's objects {self.obj_ids}, got {obj_id!r}{removed}")
         return self._obj_id_to_idx[obj_id]
+
+    def _check_new_obj_ids(self, obj_ids) -> list[int]:
+        """obj_ids of a prompt call -> a list of distinct ints, none of them removed from this session."""
+        ids = [obj_ids] if not isinstance(obj_ids, (list, tuple)) else list(obj_ids)
+        if not ids:
+            raise ValueError("obj_ids: expected an int or a non-empty list of ints, got an empty list")
+        for obj_id in ids:
+            if isinstance(obj_id, (bool, np.bool_)) or not isinstance(obj_id, (int, np.integer)):
+                raise TypeError(f"obj_ids: expected ints, got {obj_id!r} ({type(obj_id).__name__})")
+        ids = [int(i) for i in ids]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"obj_ids: expected distinct ids in one call, got {ids} ({duplicates} repeated)")
+        removed = [i for i in ids if i in self._removed_obj_ids]
+        if removed:
+            raise ValueError(f"obj_ids: {removed} were removed from this session (remove_object); give new ids, or "
+                             "start over with reset_tracking_data()")
+        return ids
 
     def _check_frame_idx(self, frame_idx, name: str = "frame_idx") -> int:
         if isinstance(frame_idx, bool) or not isinstance(frame_idx, (int, np.integer)):
@@ -241,8 +263,6 @@ class Sam2VideoProcessor(Sam2Processor):
                            clear_non_cond_mem_around_input: bool = False) -> Sam2VideoInferenceSession:
         """Start a session on `video` (anything `sam2_jax.video.open_video` reads: frames as a list, a
         (T,H,W,3) array, a file or folder path) or on nothing for streaming."""
-        from .video import open_video
-
         source = None
         height = width = None
         if video is not None:
@@ -267,10 +287,10 @@ class Sam2VideoProcessor(Sam2Processor):
                                         ) -> Sam2VideoInferenceSession:
         """transformers `add_inputs_to_inference_session`, validated first: a failed call changes nothing."""
         session = inference_session
-        if isinstance(obj_ids, (int, np.integer)) and not isinstance(obj_ids, bool):
-            obj_ids = [obj_ids]
-        if not isinstance(obj_ids, list) or not obj_ids:
-            raise ValueError(f"obj_ids: expected an int or a non-empty list of ints, got {obj_ids!r}")
+        if not isinstance(session, Sam2VideoInferenceSession):
+            raise TypeError(f"inference_session: expected a Sam2VideoInferenceSession (from init_video_session), "
+                            f"got {type(session).__name__}")
+        obj_ids = session._check_new_obj_ids(obj_ids)
         if (input_points is None) != (input_labels is None):
             raise ValueError("input_points, input_labels: points and labels must be provided together")
         if input_points is None and input_boxes is None and input_masks is None:
@@ -284,7 +304,7 @@ class Sam2VideoProcessor(Sam2Processor):
         if not session.streaming:
             session._check_frame_idx(frame_idx)
         if input_masks is not None:
-            masks = self._prepare_masks(input_masks, len(obj_ids))
+            masks = self._prepare_masks(input_masks, len(obj_ids), (session.video_height, session.video_width))
             for obj_id, mask in zip(obj_ids, masks):
                 track = session._objects[session.obj_id_to_idx(obj_id)]
                 track.mask_inputs[frame_idx] = mask
@@ -332,10 +352,11 @@ class Sam2VideoProcessor(Sam2Processor):
         session.obj_with_new_inputs = list(obj_ids)  # a copy: transformers empties the caller's list
         return session
 
-    def _prepare_masks(self, input_masks, num_objects: int) -> list[np.ndarray]:
+    def _prepare_masks(self, input_masks, num_objects: int, video_size: tuple) -> list[np.ndarray]:
         """transformers `process_new_mask_for_video_frame`: one mask per object; arrays that are not jax
         arrays are taken as booleans (as transformers does with non-tensors); masks of another size are
-        resized with antialiasing and thresholded at 0.5."""
+        resized with antialiasing and thresholded at 0.5. A mask must be bool, integer or float, and the size
+        of the video's frames (H, W) or of the model's input (S, S)."""
         from .modeling.layers import antialias_bilinear_matrix
 
         masks = input_masks if isinstance(input_masks, list) else [input_masks]
@@ -344,7 +365,14 @@ class Sam2VideoProcessor(Sam2Processor):
                              f"({len(masks)})")
         out = []
         s = self.target_size
-        for mask in masks:
+        for k, mask in enumerate(masks):
+            if isinstance(mask, (list, tuple)):
+                mask = np.asarray(mask)
+            if not isinstance(mask, (np.ndarray, jax.Array)) or not (
+                    np.issubdtype(mask.dtype, np.bool_) or np.issubdtype(mask.dtype, np.integer)
+                    or np.issubdtype(mask.dtype, np.floating)):
+                raise TypeError(f"input_masks[{k}]: expected a bool, integer or float (H, W) array, got "
+                                f"{type(mask).__name__} of dtype {getattr(mask, 'dtype', None)}")
             array = np.asarray(mask, np.float32) if isinstance(mask, jax.Array) else np.asarray(mask).astype(bool)
             if not 2 <= array.ndim <= 4:
                 raise ValueError(f"input_masks: mask has an unsupported number of dimensions: {array.ndim}")
@@ -353,6 +381,9 @@ class Sam2VideoProcessor(Sam2Processor):
                 if array.shape[0] != 1:
                     raise ValueError(f"input_masks: expected one (H, W) mask per object, got shape {np.shape(mask)}")
                 array = array[0]
+            if video_size[0] is not None and array.shape not in (tuple(video_size), (s, s)):
+                raise ValueError(f"input_masks[{k}]: expected the video's frame size {tuple(video_size)} (or the "
+                                 f"model's input size {(s, s)}), got {array.shape}")
             if array.shape != (s, s):
                 array = antialias_bilinear_matrix(array.shape[0], s) @ array @ antialias_bilinear_matrix(
                     array.shape[1], s).T
@@ -388,7 +419,7 @@ class Sam2VideoModel(PretrainedModel):
 
         Give `frame` (processor output) to stream a new frame. A failed call leaves the session unchanged.
         """
-        session = inference_session
+        session = self._check_session(inference_session)
         if frame is not None:
             if session.get_obj_num() == 0:
                 raise ValueError("inference_session: no objects are provided for tracking; please add inputs "
@@ -446,7 +477,21 @@ class Sam2VideoModel(PretrainedModel):
         return dict(sorted(out.items()))
 
     # ------------------------------------------------------------------------------------- internals
+    def _check_session(self, session) -> Sam2VideoInferenceSession:
+        """The session, if its frames are processed at the model's input size (the model's boundary check)."""
+        if not isinstance(session, Sam2VideoInferenceSession):
+            raise TypeError(f"inference_session: expected a Sam2VideoInferenceSession (from "
+                            f"Sam2VideoProcessor.init_video_session), got {type(session).__name__}")
+        size = self.config.prompt_encoder_config.image_size
+        if session.image_size != size:
+            raise ValueError(f"inference_session: the model takes {size}x{size} px frames, but the session's processor "
+                             f"makes {session.image_size}x{session.image_size} px ones; make the processor with "
+                             f"Sam2VideoProcessor.from_pretrained(<the model's checkpoint>) or "
+                             f"Sam2VideoProcessor(size={size})")
+        return session
+
     def _processing_order(self, session, start_frame_idx, max_frame_num_to_track, reverse) -> list[int]:
+        self._check_session(session)
         if session.streaming:
             raise ValueError("inference_session: propagation needs a whole video; a streaming session is driven "
                              "frame by frame with model(inference_session=..., frame=...)")
@@ -479,7 +524,15 @@ class Sam2VideoModel(PretrainedModel):
             if frame_idx in lookahead:
                 pos = list(lookahead).index(frame_idx)
                 batch = list(lookahead[pos:pos + self.encode_batch_size])
-            frames = [self._pixel_values(session, f) for f in batch]
+            frames = []
+            for f in batch:
+                try:
+                    frames.append(self._pixel_values(session, f))
+                except VideoError:
+                    if f == frame_idx:
+                        raise
+                    break  # a damaged frame ahead: its error comes when tracking reaches it
+            batch = batch[:len(frames)]
             if frame_idx in lookahead:  # look-ahead batches always have the same size: one compilation
                 frames += frames[-1:] * (self.encode_batch_size - len(batch))
             (s0, s1, level2), pe = self._encode(self.params, jnp.stack(frames))
@@ -515,12 +568,16 @@ class Sam2VideoModel(PretrainedModel):
         """Tracked frames (no prompts, no memory refills) as one jitted `lax.scan` (same step, same numbers).
 
         Returns the outputs of the leading frames that qualified (possibly none)."""
+        try:  # before planning, which advances the session's bookkeeping
+            features = [self._features(session, f, order) for f in frames]
+        except VideoError:
+            return []  # a damaged frame ahead: frame by frame, so the frames before it are tracked
         plan = SessionPlan(self.config, session)
         plan.ensure_bank()
         planned = plan.plan_scan(frames, reverse)
         if not planned:
             return []
-        features = [self._features(session, f, order) for f, _, _ in planned]
+        features = features[:len(planned)]
         pe = features[0][1]
         stacked_features = tuple(jnp.concatenate([feat[0][k] for feat in features]) for k in range(3))
         inputs = jax.tree_util.tree_map(lambda *xs: np.stack(xs), *[step_inputs for _, _, step_inputs in planned])
