@@ -33,6 +33,7 @@ class ModelOutput:
         return getattr(self, name)
 
     def keys(self):
+        """The output's field names, in order."""
         return [f.name for f in dataclasses.fields(self)]
 
 
@@ -161,6 +162,7 @@ class Sam2Model(PretrainedModel):
     # ------------------------------------------------------------------------------ validation
     @property
     def image_size(self) -> int:
+        """The model's input size in pixels (square), which prompts are scaled to."""
         return self.config.prompt_encoder_config.image_size
 
     def _check_pixel_values(self, pixel_values):
@@ -194,6 +196,7 @@ class Sam2Model(PretrainedModel):
         return tuple(out)
 
     def get_image_embeddings_shape(self, level: int) -> tuple[int, int, int]:
+        """(channels, height, width) of `get_image_embeddings()[level]` for one image (level 0 is the finest)."""
         h = self.config.prompt_encoder_config.image_embedding_size
         channels = (self.config.mask_decoder_config.hidden_size // 8, self.config.mask_decoder_config.hidden_size // 4,
                     self.config.vision_config.fpn_hidden_size)

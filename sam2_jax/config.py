@@ -48,6 +48,7 @@ class HieraConfig:
 
     @property
     def stage_ends(self) -> tuple[int, ...]:
+        """The index of the last block of each Hiera stage."""
         ends, total = [], 0
         for n in self.blocks_per_stage:
             total += n
@@ -87,10 +88,12 @@ class PromptEncoderConfig:
 
     @property
     def image_embedding_size(self) -> int:
+        """Side of the image embedding grid (image_size / patch_size)."""
         return self.image_size // self.patch_size
 
     @property
     def mask_input_size(self) -> int:
+        """Side of a mask prompt (and of the low-res output masks): 4x the embedding grid."""
         return 4 * self.image_embedding_size
 
 
@@ -213,6 +216,7 @@ class Sam2Config:
 
     @classmethod
     def from_json_file(cls, path: str | os.PathLike) -> "Sam2Config":
+        """Read a transformers config.json (`sam2` or `sam2_video`)."""
         with open(path) as f:
             return cls.from_dict(json.load(f))
 
@@ -241,6 +245,7 @@ class Sam2Config:
         return out
 
     def to_json_file(self, path: str | os.PathLike) -> None:
+        """Write the config as a transformers config.json."""
         with open(path, "w") as f:
             json.dump(self.to_dict(), f, indent=2, sort_keys=True)
             f.write("\n")

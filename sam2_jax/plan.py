@@ -131,6 +131,7 @@ class MemoryPlanner:
         return int(np.argmax([abs(t - frame_idx) for t in ring]))
 
     def commit_cond(self, obj: int, slot: int, frame_idx: int):
+        """Record that conditioning slot `slot` of object `obj` now holds frame `frame_idx`."""
         cond = self.cond_frames[obj]
         if slot == len(cond):
             cond.append(frame_idx)
@@ -138,6 +139,7 @@ class MemoryPlanner:
             cond[slot] = frame_idx
 
     def commit_ring(self, obj: int, slot: int, frame_idx: int):
+        """Record that ring slot `slot` of object `obj` now holds tracked frame `frame_idx`."""
         self.ring_frames[obj][slot] = frame_idx
 
     def add_objects(self, count: int, shape: BankShape):
@@ -147,6 +149,7 @@ class MemoryPlanner:
         self.ring_frames += [[-1] * shape.ring for _ in range(count)]
 
     def drop_object(self, obj: int):
+        """Forget object index `obj`'s slots (the session removed it)."""
         del self.cond_frames[obj]
         del self.ring_frames[obj]
         self.shape = dataclasses.replace(self.shape, num_objects=self.shape.num_objects - 1)

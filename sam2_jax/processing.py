@@ -167,8 +167,8 @@ def prepare_prompts(input_points=None, input_labels=None, input_boxes=None, *, o
                     target_size: int = 1024, sizes_from_images: bool = False) -> dict[str, np.ndarray]:
     """`Sam2Processor.__call__` on prompts: validate, pad ragged lists with -10, scale to target_size.
 
-    input_points [image][object][point][x, y], input_labels [image][object][point] (1 positive, 0
-    negative, -1 not-a-point, 2/3 box corners, -10 pad), input_boxes [image][box][x1, y1, x2, y2]: nested
+    input_points `[image][object][point][x, y]`, input_labels `[image][object][point]` (1 positive, 0
+    negative, -1 not-a-point, 2/3 box corners, -10 pad), input_boxes `[image][box][x1, y1, x2, y2]`: nested
     lists, tuples, numpy or jax arrays, in pixels of the original image. original_sizes: [(H, W)] per image,
     or one size for all images. Points and labels come together; a point with both coordinates -10 is a pad
     and is left alone.

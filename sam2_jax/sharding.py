@@ -109,6 +109,7 @@ class Bucket:
 
     @classmethod
     def of(cls, frames, prompts: Prompts, object_shards: int = 1, frame_step: int = 16) -> "Bucket":
+        """The bucket of one video (frames (T, H, W, 3) and its prompts), rounded up as the class says."""
         t, h, w = frames.shape[:3]
         n, p = np.shape(prompts.frame_idx)
         k = np.shape(prompts.points)[2]

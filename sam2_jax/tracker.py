@@ -37,6 +37,7 @@ class TrackerState(NamedTuple):
 
     @property
     def nbytes(self) -> int:
+        """Bytes of the whole bank on the device."""
         return sum(x.size * x.dtype.itemsize for x in self)
 
 
@@ -76,6 +77,7 @@ class BankShape:
 
     @classmethod
     def for_config(cls, config: Sam2Config, num_objects: int, cond_capacity: int) -> "BankShape":
+        """The bank's shapes for a model config, an object count and conditioning slots per object."""
         h = config.prompt_encoder_config.image_embedding_size
         return cls(num_objects, cond_capacity, config.max_object_pointers_in_encoder, h * h,
                    config.memory_encoder_output_channels, config.vision_config.fpn_hidden_size)

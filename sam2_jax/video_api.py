@@ -101,6 +101,7 @@ class Sam2VideoInferenceSession:
     # ----------------------------------------------------------------------------- transformers API
     @property
     def num_frames(self) -> int | None:
+        """Frames in the video, or streamed so far; None for a stream that has not started."""
         if self.video is not None:
             return len(self.video)
         return self.num_streamed if self.num_streamed else None
@@ -119,10 +120,12 @@ class Sam2VideoInferenceSession:
 
     @property
     def streaming(self) -> bool:
+        """Whether frames arrive one by one (a session started without a video)."""
         return self.video is None
 
     @property
     def obj_ids(self) -> list:
+        """The session's object ids, in the order of the outputs' object axis."""
         return list(self._obj_idx_to_id)
 
     def obj_id_to_idx(self, obj_id) -> int:
@@ -134,9 +137,11 @@ class Sam2VideoInferenceSession:
         return self._obj_id_to_idx[obj_id]
 
     def obj_idx_to_id(self, obj_idx: int):
+        """The id of the object at index `obj_idx` of the outputs."""
         return self._obj_idx_to_id[obj_idx]
 
     def get_obj_num(self) -> int:
+        """The number of objects in the session."""
         return len(self._obj_idx_to_id)
 
     def add_new_frame(self, pixel_values, frame_idx: int | None = None) -> int:
@@ -396,7 +401,14 @@ class Sam2VideoProcessor(Sam2Processor):
 
 
 class Sam2VideoModel(PretrainedModel):
-    """SAM 2 video tracking, mirroring transformers `Sam2VideoModel` (weights from a transformers folder)."""
+    """SAM 2 video tracking, mirroring transformers `Sam2VideoModel` (weights from a transformers folder).
+
+    Thread safety: one model may drive several sessions from several threads at once, with the masks it
+    gives them one after the other (tests/test_threads.py). The model holds no per-session state: its
+    weights are read-only and its jitted steps are JAX's (thread-safe; the first calls of two threads may
+    both compile a program, once each). All tracking state lives in the session, so one session must be
+    used by one thread at a time.
+    """
 
     module_class = Sam2VideoModule
     model_type = "sam2_video"

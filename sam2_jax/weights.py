@@ -164,6 +164,7 @@ def read_state_dict(folder: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 def read_config(folder: str | os.PathLike) -> Sam2Config:
+    """The Sam2Config of a checkpoint folder (its config.json)."""
     path = os.path.join(os.fspath(folder), CONFIG_NAME)
     if not os.path.isfile(path):
         raise ValueError(f"pretrained_model_name_or_path: expected a folder with {CONFIG_NAME}, got "

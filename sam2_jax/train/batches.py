@@ -114,6 +114,7 @@ class FolderClips:
         self.num_frames, self.size = num_frames, size
 
     def sample(self, rng: np.random.Generator, count: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """`count` random clips as (frames (T, H, W, 3) uint8, masks (T, N, H, W) bool)."""
         clips = []
         while len(clips) < count:
             seq = self.sequences[rng.integers(len(self.sequences))]

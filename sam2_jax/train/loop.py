@@ -305,6 +305,7 @@ def _add(lists, result: dict) -> None:
 
 
 def format_scores(scores: dict) -> str:
+    """One line of held-out J&F, J and F per prompt kind."""
     return "  ".join(f"{kind} J&F {s['J&F']:.3f} (J {s['J']:.3f} F {s['F']:.3f}"
                      + (f", frame-0 J {s['J0']:.3f})" if "J0" in s else ")") for kind, s in scores.items())
 
@@ -520,6 +521,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`sam2-jax train` (and `python -m sam2_jax.train`): parse `argv`, train, return the exit status."""
     parser = argparse.ArgumentParser(prog="sam2-jax train", description="Train SAM 2 in JAX.")
     add_arguments(parser)
     return run(parser.parse_args(argv))
