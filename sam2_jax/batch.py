@@ -6,11 +6,13 @@ time (`--group-size`, so that host memory stays bounded), tracked together by `s
 (a mesh over every device, one compilation per shape bucket) and written in `track`'s formats and layout.
 
 Outputs appear only once complete (the writers build them under a temporary name and rename them), so a
-rerun skips the videos whose outputs all exist and writes only the missing formats of the others. A video
-that cannot be read, tracked or written is reported (`MANIFEST:LINE: why`) and skipped, with nothing
-written for it; the others go on. The summary (`OUT/batch_summary.json`, also printed) lists each video as
-done, skipped or failed. The exit status is 1 when any video failed (or before any work, on a missing
-manifest, an unwritable --out or a bad option), else 0.
+rerun skips the videos whose outputs all exist and writes only the missing formats of the others; it also
+removes the temporary outputs of a run that was killed outright (`cli.open_output`). Ctrl-C stops the
+run, keeping the videos already done (exit status 130, no summary). A video that cannot be read, tracked
+or written is reported (`MANIFEST:LINE: why`) and skipped, with nothing written for it; the others go
+on. The summary (`OUT/batch_summary.json`, also printed) lists each video as done, skipped or failed.
+The exit status is 1 when any video failed (or before any work, on a missing manifest, an unwritable
+--out or a bad option), else 0.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import cli
-from .video import PromptMark, make_writer, open_video
+from .video import PromptMark, open_video
 
 SUMMARY = "batch_summary.json"
 
@@ -72,9 +74,11 @@ class Item:
     seconds: float = 0.0
 
     def fail(self, err: Exception) -> None:
+        """Mark the video failed, with `MANIFEST:LINE: why`."""
         self.status, self.error = "failed", f"{self.where}: {err}"
 
     def report(self) -> dict:
+        """The video's line of the summary."""
         keys = ["line", "video", "name", "status", "frames", "seconds"] + (["error"] if self.error else [])
         out = {key: getattr(self, key) for key in keys}
         out["seconds"] = round(self.seconds, 3)
@@ -167,7 +171,7 @@ def write(item: Item, video: Video, outputs: dict, paths: dict, processor, args)
     visited = np.flatnonzero(outputs["visited"])
     size = video.frames.shape[1:3]
     with contextlib.ExitStack() as stack:
-        writers = [stack.enter_context(make_writer(
+        writers = [stack.enter_context(cli.open_output(
             f, paths[f], overwrite=args.overwrite,
             **({"fps": video.fps or 24.0, "prompts": video.marks} if f == "overlay" else {}))) for f in item.todo]
         for t in visited:
@@ -186,6 +190,7 @@ class Progress:
         self.start, self.width = time.perf_counter(), 0
 
     def update(self, item: Item) -> None:
+        """Count a finished video and redraw the progress line."""
         self.videos += 1
         self.failed += item.status == "failed"
         self.frames += item.frames
@@ -200,6 +205,7 @@ class Progress:
         self.width = 0 if end else len(text)
 
     def close(self) -> None:
+        """End the progress line."""
         print(file=sys.stderr, flush=True)
 
 
@@ -331,12 +337,20 @@ def _check_writable(out: Path) -> None:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    """Write `path` whole or not at all: a temporary file beside it, then a rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    """Write `path` whole or not at all: a temporary file beside it (locked while written, named as the
+    writers name theirs, so that a killed run's is removed by the next one: `cli.remove_stale_partials`),
+    then a rename."""
+    cli.remove_stale_partials(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".partial{path.suffix}", dir=path.parent)
+    lock = None
     try:
         with os.fdopen(fd, "w") as f:
+            lock = cli.lock_partial(Path(tmp))
             f.write(text)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    finally:
+        if lock is not None:
+            os.close(lock)

@@ -1,9 +1,11 @@
 """The `sam2-jax` command: `track` (masks from a video and prompts), `demo` (the whole pipeline on a
 generated clip, no files needed), `info`, `eval`, `convert`.
 
-Errors, usage errors included, print one line on stderr and exit with status 1. Outputs are written
-complete or not at all: the writers of `sam2_jax.video` build each one under a temporary name and
-rename it only when it is finished.
+Errors, usage errors included, print one line on stderr and exit with status 1; Ctrl-C (SIGINT) prints
+one line and exits with status 130. Outputs are written complete or not at all: the writers of
+`sam2_jax.video` build each one under a temporary name and rename it only when it is finished; a run
+killed outright (SIGKILL) leaves hidden temporary outputs, which the next run writing those outputs
+removes (`open_output`).
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import glob
 import json
 import math
 import os
 import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -22,6 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from .video import WRITERS, PromptMark, make_writer, open_video
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock, so a killed run's temporary outputs are not told apart and stay
+    fcntl = None
 
 FORMATS = tuple(WRITERS)  # davis, sav, coco, overlay
 DEFAULT_COMPILE_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sam2-jax" / "jax"
@@ -325,6 +334,61 @@ def output_paths(out: Path, name: str, formats) -> dict[str, Path]:
     return {f: places[f] for f in formats}
 
 
+def lock_partial(path: Path) -> int | None:
+    """Take an exclusive lock on the temporary output `path` (file or folder) without waiting: the open
+    descriptor that holds it (close it to release it), or None if another process holds it (or there is
+    no flock)."""
+    if fcntl is None:
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def remove_stale_partials(path: Path) -> None:
+    """Delete the temporary outputs of `path` that a killed run left beside it (`.NAME.*.partial[.ext]`,
+    as `sam2_jax.video.MaskWriter` names them). A run locks each of its temporary outputs for as long as
+    it writes it (`open_output`) and the kernel drops the lock when the run dies, however it dies: the
+    ones whose lock can be taken are stale; a live run's are left alone."""
+    if not path.parent.is_dir():
+        return
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.partial{glob.escape(path.suffix)}"):
+        try:
+            fd = lock_partial(tmp)
+        except OSError:  # gone already
+            continue
+        if fd is None:
+            continue
+        try:
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def open_output(format: str, path: Path, **options):
+    """`make_writer(format, path, **options)` for a command: stale temporary outputs of `path` are removed
+    first, and the writer's own is locked until it is finished or deleted (see `remove_stale_partials`;
+    between its creation and the lock another run writing the same output could take it for stale, and
+    that run would then fail with an error, never write an incomplete output)."""
+    remove_stale_partials(path)
+    fd = None
+    try:
+        with make_writer(format, path, **options) as writer:
+            fd = lock_partial(writer._tmp)
+            yield writer
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
 def _formats(values) -> list[str]:
     formats = []
     for value in values or ["davis"]:
@@ -383,6 +447,7 @@ def _masks(processor, pred_masks, size: tuple[int, int], args) -> np.ndarray:
 
 
 def cmd_track(args) -> int:
+    """`sam2-jax track`: masks of the prompted objects through one video, in the chosen formats."""
     import jax.numpy as jnp
 
     from .video_api import Sam2VideoModel, Sam2VideoProcessor
@@ -413,7 +478,7 @@ def cmd_track(args) -> int:
 
         paths = output_paths(Path(args.out), _video_name(args.video), formats)
         marks = [PromptMark(p.frame, p.obj_id, p.points, p.labels, p.box) for p in prompts if p.mask is None]
-        writers = {f: writers_open.enter_context(make_writer(
+        writers = {f: writers_open.enter_context(open_output(
             f, path, overwrite=args.overwrite, **({"fps": fps, "prompts": marks} if f == "overlay" else {})))
             for f, path in paths.items()}
 
@@ -458,6 +523,7 @@ def _interior_point(mask: np.ndarray) -> tuple[int, int]:
 
 
 def cmd_demo(args) -> int:
+    """`sam2-jax demo`: generate a clip, track it with the packaged model, write every format, score it."""
     from .config import small_config
     from .data import DavisDataset, generate_clip, write_clip_davis
     from .evaluation import evaluate_sequence
@@ -513,6 +579,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_info(args) -> int:
+    """`sam2-jax info`: JAX's devices, and a checkpoint's config."""
     import jax
 
     from . import __version__
@@ -530,6 +597,7 @@ def cmd_info(args) -> int:
 
 
 def cmd_convert(args) -> int:
+    """`sam2-jax convert`: the converter of `convert/` (needs torch)."""
     try:
         from convert.__main__ import main as convert_main
     except ImportError as err:
@@ -626,6 +694,7 @@ MODULE_COMMANDS = (
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `sam2-jax` parser with every subcommand."""
     import importlib
 
     parser = _Parser(prog="sam2-jax", description="SAM 2 / SAM 2.1 in JAX.")
@@ -666,6 +735,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """The `sam2-jax` command: run the subcommand of `argv`; errors are one line on stderr and status 1."""
     args = None
     try:
         args = build_parser().parse_args(argv)
@@ -674,8 +744,9 @@ def main(argv=None) -> int:
         print(f"{err.prog}: error: {err} (see {err.prog} --help)", file=sys.stderr)
     except (ValueError, TypeError, OSError) as err:
         print(f"sam2-jax{' ' + args.command if args else ''}: error: {err}", file=sys.stderr)
-    except KeyboardInterrupt:
-        print("sam2-jax: interrupted; nothing unfinished was kept", file=sys.stderr)
+    except KeyboardInterrupt:  # Ctrl-C, SIGINT: the writers have deleted their unfinished outputs
+        print(f"sam2-jax{' ' + args.command if args else ''}: interrupted; nothing unfinished was kept",
+              file=sys.stderr)
         return 130
     return 1
 

@@ -690,13 +690,17 @@ class MaskWriter:
             return
         try:
             self._finish()
-            if self.is_folder and self.out.is_dir():
-                shutil.rmtree(self.out)
+            old = None
+            if self.is_folder and self.out.is_dir():  # moved aside first: a stop never leaves half of it
+                old = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".partial", dir=self.out.parent))
+                os.replace(self.out, old / "old")
             os.replace(self._tmp, self.out)
         except BaseException:
             self.abort()
             raise
         self._writing = False
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
     def abort(self) -> None:
         """Delete the temporary output; `out` is left as it was."""
