@@ -78,7 +78,7 @@ part setup 60 bash -c install_missing
 if [ $REHEARSE = 1 ]; then
     # The same test functions and benchmark as on the GPU, on the CPU with the small config.
     export SAM2_JAX_GPU_TESTS_ON=cpu JAX_PLATFORMS=cpu
-    BENCH=(--config small --frames 8 --objects 1,2 --height 120 --width 160 --dtype bfloat16
+    BENCH=(--config small --frames 8 --objects 1 --height 120 --width 160 --dtype bfloat16
            --reference-dtype float32)
     LIMITS=(300 600)
 else
