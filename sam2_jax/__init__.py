@@ -6,6 +6,7 @@ __version__ = "0.1.0"
 
 _API = ("Sam2Model", "Sam2Processor", "Sam2ImageSegmentationOutput")
 _VIDEO_API = ("Sam2VideoModel", "Sam2VideoProcessor", "Sam2VideoInferenceSession", "Sam2VideoSegmentationOutput")
+_AUTOMATIC = ("Sam2AutomaticMaskGenerator",)
 
 
 def __getattr__(name):
@@ -18,7 +19,11 @@ def __getattr__(name):
         from . import video_api
 
         return getattr(video_api, name)
+    if name in _AUTOMATIC:
+        from . import automatic
+
+        return getattr(automatic, name)
     raise AttributeError(f"module 'sam2_jax' has no attribute {name!r}")
 
 
-__all__ = [*_API, *_VIDEO_API, "Sam2Config", "PRESETS", "small_config", "__version__"]
+__all__ = [*_API, *_VIDEO_API, *_AUTOMATIC, "Sam2Config", "PRESETS", "small_config", "__version__"]
