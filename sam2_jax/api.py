@@ -91,10 +91,7 @@ class PretrainedModel:
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, dtype=jnp.float32):
         """Load a transformers checkpoint folder (or a packaged model by name, `weights.PACKAGED`); strict: every
         tensor must fit the config."""
-        folder = weights.resolve_pretrained(pretrained_model_name_or_path)
-        if not os.path.isdir(folder):
-            raise ValueError(f"pretrained_model_name_or_path: expected a checkpoint folder, got {folder!r}, which "
-                             "is not a folder (hub downloads are not supported: download it first)")
+        folder = weights.checkpoint_folder(pretrained_model_name_or_path)
         config = weights.read_config(folder)
         if config.model_type not in cls.accepted_model_types:
             raise ValueError(f"pretrained_model_name_or_path: expected a checkpoint of model_type "
@@ -333,10 +330,7 @@ class Sam2Processor:
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike):
         """The processor of a checkpoint folder (or packaged model by name), as transformers reads it: from
         preprocessor_config.json (or processor_config.json), else from the model's config.json."""
-        folder = weights.resolve_pretrained(pretrained_model_name_or_path)
-        if not os.path.isdir(folder):
-            raise ValueError(f"pretrained_model_name_or_path: expected a checkpoint folder, got {folder!r}, which "
-                             "is not a folder (hub downloads are not supported: download it first)")
+        folder = weights.checkpoint_folder(pretrained_model_name_or_path)
         return cls(**_read_preprocessing(folder))
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> None:

@@ -39,7 +39,7 @@ from . import processing
 from .api import Sam2Model
 from .modeling.layers import _source_coords
 from .modeling.sam2 import Sam2ImageModule
-from .video import rle_encode
+from .video import rle_counts, rle_encode
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 CROP_EDGE_TOLERANCE = 20.0  # pixels: a box this close to a crop edge (not an image edge) is cut by the crop
@@ -252,15 +252,6 @@ class _Candidates:
     def take(self, index: np.ndarray) -> _Candidates:
         return _Candidates(self.iou[index], self.stability[index], self.boxes[index], self.points[index],
                            self.crop_boxes[index], [self.masks[i] for i in index])
-
-
-def rle_counts(mask: np.ndarray) -> list[int]:
-    """Uncompressed COCO RLE counts of a bool (H, W) mask: run lengths over the column-major pixels, 0s first
-    (amg `mask_to_rle_pytorch`)."""
-    flat = mask.ravel(order="F")
-    starts = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    counts = np.diff(np.concatenate([[0], starts, [flat.size]]))
-    return ([0] if flat.size and flat[0] else []) + counts.tolist()
 
 
 # -------------------------------------------------------------------------------------------- the generator

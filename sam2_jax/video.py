@@ -525,6 +525,15 @@ def davis_palette() -> np.ndarray:
 DAVIS_PALETTE = davis_palette()
 
 
+def rle_counts(mask: np.ndarray) -> list[int]:
+    """Uncompressed COCO RLE counts of a bool (H, W) mask: run lengths over the column-major pixels, 0s first
+    (the original amg's `mask_to_rle_pytorch`)."""
+    flat = np.asarray(mask, bool).ravel(order="F")
+    starts = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    counts = np.diff(np.concatenate([[0], starts, [flat.size]]))
+    return ([0] if flat.size and flat[0] else []) + counts.tolist()
+
+
 def rle_encode(mask: np.ndarray) -> dict:
     """COCO compressed RLE of a bool (H, W) mask: {"size": [H, W], "counts": str}.
 
@@ -533,10 +542,7 @@ def rle_encode(mask: np.ndarray) -> dict:
     the 0x20 bit marking a continuation, offset by 48 into printable ASCII (pycocotools'
     rleToString).
     """
-    flat = np.asarray(mask, bool).ravel(order="F")
-    starts = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    counts = np.diff(np.concatenate([[0], starts, [flat.size]]))
-    counts = ([0] if flat.size and flat[0] else []) + counts.tolist()
+    counts = rle_counts(mask)
     chars = []
     for i, count in enumerate(counts):
         x = count - counts[i - 2] if i > 2 else count

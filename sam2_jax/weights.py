@@ -137,6 +137,15 @@ def resolve_pretrained(name_or_path: str | os.PathLike) -> str:
     return path
 
 
+def checkpoint_folder(name_or_path: str | os.PathLike) -> str:
+    """`resolve_pretrained`, then the folder it names, or a ValueError saying it is not one."""
+    folder = resolve_pretrained(name_or_path)
+    if not os.path.isdir(folder):
+        raise ValueError(f"pretrained_model_name_or_path: expected a checkpoint folder, got {folder!r}, which "
+                         "is not a folder (hub downloads are not supported: download it first)")
+    return folder
+
+
 def read_state_dict(folder: str | os.PathLike) -> dict[str, np.ndarray]:
     """All tensors of a transformers checkpoint folder (single or sharded safetensors) as numpy."""
     from safetensors.numpy import load_file
