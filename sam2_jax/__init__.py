@@ -7,6 +7,7 @@ __version__ = "0.1.0"
 _API = ("Sam2Model", "Sam2Processor", "Sam2ImageSegmentationOutput")
 _VIDEO_API = ("Sam2VideoModel", "Sam2VideoProcessor", "Sam2VideoInferenceSession", "Sam2VideoSegmentationOutput")
 _AUTOMATIC = ("Sam2AutomaticMaskGenerator",)
+_AUTOMATIC_VIDEO = ("Sam2AutomaticVideoTracker",)
 
 
 def __getattr__(name):
@@ -23,7 +24,11 @@ def __getattr__(name):
         from . import automatic
 
         return getattr(automatic, name)
+    if name in _AUTOMATIC_VIDEO:
+        from . import automatic_video
+
+        return getattr(automatic_video, name)
     raise AttributeError(f"module 'sam2_jax' has no attribute {name!r}")
 
 
-__all__ = [*_API, *_VIDEO_API, *_AUTOMATIC, "Sam2Config", "PRESETS", "small_config", "__version__"]
+__all__ = [*_API, *_VIDEO_API, *_AUTOMATIC, *_AUTOMATIC_VIDEO, "Sam2Config", "PRESETS", "small_config", "__version__"]

@@ -11,6 +11,7 @@ removes (`open_output`).
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import dataclasses
 import glob
@@ -114,7 +115,8 @@ def _int_type(check, expected: str):
 
 
 _frame_index = _int_type(lambda v: v >= 0, "a frame index >= 0")
-_obj_id = _int_type(lambda v: 1 <= v <= 254, "an object id in 1..254")
+MAX_OBJ_ID = 254  # object ids a DAVIS PNG holds (255 marks void)
+_obj_id = _int_type(lambda v: 1 <= v <= MAX_OBJ_ID, f"an object id in 1..{MAX_OBJ_ID}")
 _positive = _int_type(lambda v: v >= 1, "an int >= 1")
 
 
@@ -126,6 +128,49 @@ def _area(text):
     if not (math.isfinite(value) and value >= 0):
         raise argparse.ArgumentTypeError(f"expected an area >= 0 (low-res mask pixels), got {text!r}")
     return value
+
+
+def _fraction(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
+GENERATOR_DEFAULTS = {"points_per_side": 32, "points_per_batch": 64, "pred_iou_thresh": 0.8,
+                      "stability_score_thresh": 0.95, "box_nms_thresh": 0.7, "crop_n_layers": 0,
+                      "min_mask_region_area": 0.0, "use_m2m": False}  # Sam2AutomaticMaskGenerator's (tested)
+
+
+def add_generator_arguments(g) -> None:
+    """The automatic mask generator's main settings, flags of `track --auto` and `segment --auto`, with
+    `Sam2AutomaticMaskGenerator`'s defaults (`GENERATOR_DEFAULTS`)."""
+    d = GENERATOR_DEFAULTS
+    g.add_argument("--points-per-side", type=_positive, default=d["points_per_side"], metavar="N",
+                   help="an N x N grid of point prompts (default: %(default)s)")
+    g.add_argument("--points-per-batch", type=_positive, default=d["points_per_batch"], metavar="N",
+                   help="points per decoder call (default: %(default)s)")
+    g.add_argument("--pred-iou-thresh", type=_fraction, default=d["pred_iou_thresh"], metavar="T",
+                   help="keep masks whose predicted IoU is at least T (default: %(default)s)")
+    g.add_argument("--stability-score-thresh", type=_fraction, default=d["stability_score_thresh"], metavar="T",
+                   help="keep masks whose stability score is at least T (default: %(default)s)")
+    g.add_argument("--box-nms-thresh", type=_fraction, default=d["box_nms_thresh"], metavar="T",
+                   help="of two masks whose boxes overlap more (IoU), drop the less confident (default: "
+                        "%(default)s)")
+    g.add_argument("--crop-n-layers", type=_int_type(lambda v: v >= 0, "an int >= 0"), default=d["crop_n_layers"],
+                   metavar="N", help="also run on N layers of overlapping crops, for small objects (default: "
+                                     "%(default)s)")
+    g.add_argument("--min-mask-region-area", type=_area, default=d["min_mask_region_area"], metavar="AREA",
+                   help="remove holes and islands up to AREA low-res mask pixels (default: %(default)s)")
+    g.add_argument("--use-m2m", action="store_true", help="refine each mask once with itself as the prompt")
+
+
+def generator_options(args) -> dict:
+    """`Sam2AutomaticMaskGenerator` keyword arguments from the options of `add_generator_arguments`."""
+    return {name: getattr(args, name) for name in GENERATOR_DEFAULTS}
 
 
 def _read_mask(path: Path, where: str) -> np.ndarray:
@@ -373,15 +418,16 @@ def remove_stale_partials(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def open_output(format: str, path: Path, **options):
-    """`make_writer(format, path, **options)` for a command: stale temporary outputs of `path` are removed
-    first, and the writer's own is locked until it is finished or deleted (see `remove_stale_partials`;
-    between its creation and the lock another run writing the same output could take it for stale, and
-    that run would then fail with an error, never write an incomplete output)."""
+def open_output(format, path: Path, **options):
+    """`make_writer(format, path, **options)` for a command (`format` a name of `WRITERS` or a `MaskWriter`
+    class): stale temporary outputs of `path` are removed first, and the writer's own is locked until it is
+    finished or deleted (see `remove_stale_partials`; between its creation and the lock another run writing
+    the same output could take it for stale, and that run would then fail with an error, never write an
+    incomplete output)."""
     remove_stale_partials(path)
     fd = None
     try:
-        with make_writer(format, path, **options) as writer:
+        with (make_writer(format, path, **options) if isinstance(format, str) else format(path, **options)) as writer:
             fd = lock_partial(writer._tmp)
             yield writer
     finally:
@@ -389,12 +435,13 @@ def open_output(format: str, path: Path, **options):
             os.close(fd)
 
 
-def _formats(values) -> list[str]:
+def _formats(values, known=FORMATS) -> list[str]:
+    """--format values (repeated and/or comma-separated) -> distinct names of `known`; its first by default."""
     formats = []
-    for value in values or ["davis"]:
+    for value in values or known[:1]:
         for name in value.split(","):
-            if name not in FORMATS:
-                raise ValueError(f"--format: unknown format {name!r}; expected one of {', '.join(FORMATS)}")
+            if name not in known:
+                raise ValueError(f"--format: unknown format {name!r}; expected one of {', '.join(known)}")
             if name not in formats:
                 formats.append(name)
     return formats
@@ -441,13 +488,16 @@ class _Sink:
 
 def _masks(processor, pred_masks, size: tuple[int, int], args) -> np.ndarray:
     """Low-res logits (N, 1, h, w) -> bool (N, H, W) at the video's size, with the asked-for clean-up."""
+    if not len(pred_masks):  # a frame before --auto found any object
+        return np.zeros((0, *size), bool)
     return processor.post_process_masks(
         [pred_masks], [size], binarize=True, max_hole_area=args.fill_holes, max_sprinkle_area=args.remove_sprinkles,
         apply_non_overlapping_constraints=args.non_overlap)[0][:, 0]
 
 
 def cmd_track(args) -> int:
-    """`sam2-jax track`: masks of the prompted objects through one video, in the chosen formats."""
+    """`sam2-jax track`: masks of the prompted objects (or, with --auto, of every object found) through one
+    video, in the chosen formats."""
     import jax.numpy as jnp
 
     from .video_api import Sam2VideoModel, Sam2VideoProcessor
@@ -457,11 +507,12 @@ def cmd_track(args) -> int:
     if args.image_size is not None and args.image_size != config.image_size:
         raise ValueError(f"--image-size {args.image_size} does not match the model's image size "
                          f"{config.image_size} (in the config of {args.model})")
+    _check_auto_arguments(args)
     enable_compile_cache(args.compile_cache)
     with contextlib.closing(open_video(args.video)) as source, contextlib.ExitStack() as writers_open:
         num_frames, height, width = source.num_frames, source.height, source.width
-        prompts = collect_prompts(args, num_frames, height, width)
-        start = min(p.frame for p in prompts) if args.start_frame is None else args.start_frame
+        prompts = [] if args.auto else collect_prompts(args, num_frames, height, width)
+        start = args.start_frame if args.start_frame is not None else min((p.frame for p in prompts), default=0)
         if start >= num_frames:
             raise ValueError(f"--start-frame {start} is past the end of the video ({num_frames} frames: 0 to "
                              f"{num_frames - 1})")
@@ -473,8 +524,12 @@ def cmd_track(args) -> int:
         fps = source.fps or 24.0
         print(f"video: {args.video}: {num_frames} frames of {width}x{height}"
               + (f" at {source.fps:.3g} fps" if source.fps else ""))
-        print(f"prompts: object ids {sorted({p.obj_id for p in prompts})} on frames "
-              f"{sorted({p.frame for p in prompts})}")
+        if args.auto:
+            print(f"prompts: none; objects are found on frame {start}"
+                  + (f" and every {args.auto_every} frames after it" if args.auto_every else ""))
+        else:
+            print(f"prompts: object ids {sorted({p.obj_id for p in prompts})} on frames "
+                  f"{sorted({p.frame for p in prompts})}")
 
         paths = output_paths(Path(args.out), _video_name(args.video), formats)
         marks = [PromptMark(p.frame, p.obj_id, p.points, p.labels, p.box) for p in prompts if p.mask is None]
@@ -490,13 +545,19 @@ def cmd_track(args) -> int:
         processor = Sam2VideoProcessor(size=config.image_size)
         session = processor.init_video_session(video=source, dtype=dtype, keep_memory_archive=len(passes) > 1)
         began = time.perf_counter()
-        apply_prompts(model, processor, session, prompts)
+        if args.auto:
+            tracker = _auto_tracker(model, processor, args)
+            outputs = [tracker.propagate(session, start_frame_idx=start, max_frame_num_to_track=None
+                                         if args.max_frames is None else args.max_frames - 1)]
+        else:
+            apply_prompts(model, processor, session, prompts)
+            outputs = (model.propagate_in_video_iterator(
+                session, start_frame_idx=start, reverse=reverse,
+                max_frame_num_to_track=None if args.max_frames is None else args.max_frames - 1) for reverse in passes)
         sink = _Sink(writers, source, in_order=passes == [False])
         with contextlib.closing(progress_bar(sum(len(v) for v in visits))) as bar:
-            for reverse in passes:
-                for out in model.propagate_in_video_iterator(
-                        session, start_frame_idx=start, reverse=reverse,
-                        max_frame_num_to_track=None if args.max_frames is None else args.max_frames - 1):
+            for one_pass in outputs:
+                for out in one_pass:
                     sink.add(out.frame_idx, out.object_ids, _masks(processor, out.pred_masks, (height, width), args))
                     bar.update(1)
         sink.flush()
@@ -504,9 +565,39 @@ def cmd_track(args) -> int:
     frames = sorted(sink.seen)
     print(f"tracked {len(frames)} frames ({frames[0]} to {frames[-1]}) x {len(session.obj_ids)} object(s) in "
           f"{seconds:.1f} s: {len(frames) / seconds:.2f} frames/s (compilation included)")
+    if args.auto:
+        found = collections.defaultdict(list)
+        for seed in tracker.seeds:
+            found[seed.frame_idx].append(seed.obj_id)
+        print("found " + ("; ".join(f"object(s) {ids} on frame {f}" for f, ids in found.items()) or "no object"))
     for f, path in paths.items():
         print(f"wrote {f:<7} {path}")
     return 0
+
+
+def _check_auto_arguments(args) -> None:
+    """--auto finds the objects itself and tracks forward; the prompt and direction options do not apply."""
+    if not args.auto:
+        for name in ("auto_every", "max_objects", "new_object_iou"):
+            if getattr(args, name) is not None:
+                raise ValueError(f"--{name.replace('_', '-')}: only applies with --auto")
+        return
+    if args.prompt_options or args.prompts:
+        raise ValueError("--auto: finds the objects itself; drop --point, --box, --mask and --prompts, or --auto")
+    for flag, given in (("--reverse", args.reverse), ("--both-directions", args.both_directions)):
+        if given:
+            raise ValueError(f"{flag}: --auto tracks forward only")
+
+
+def _auto_tracker(model, processor, args):
+    """The prompt-free tracker of `track --auto`, its generator on the video model's weights."""
+    from .automatic import Sam2AutomaticMaskGenerator
+    from .automatic_video import Sam2AutomaticVideoTracker, image_model
+
+    generator = Sam2AutomaticMaskGenerator(image_model(model), **generator_options(args))
+    return Sam2AutomaticVideoTracker(
+        model, generator, auto_every=args.auto_every, max_objects=args.max_objects or MAX_OBJ_ID,
+        new_object_iou=0.5 if args.new_object_iou is None else args.new_object_iou, processor=processor)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -622,6 +713,14 @@ prompts:
   obj_id (1..254) is required; frame defaults to 0, labels to all 1; a mask path is relative to the
   JSON file's folder.
 
+prompt-free:
+  --auto instead of prompts: the objects the automatic mask generator finds on the start frame (default 0)
+  are tracked forward; --auto-every K runs it again every K frames, adding the masks that match no tracked
+  object (IoU below --new-object-iou). The generator options have the original's defaults; the packaged
+  model needs lower thresholds:
+    sam2-jax track video.mp4 --model sam2-jax-shapes --auto --auto-every 8 \\
+        --pred-iou-thresh 0.5 --stability-score-thresh 0.8
+
 tracking:
   Tracking starts at the first prompted frame (or --start-frame) and runs forward to the end (--reverse:
   backward to frame 0; --both-directions: forward, then backward from the same frame), at most
@@ -668,6 +767,19 @@ def _add_track_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--compile-cache", metavar="DIR", default=str(DEFAULT_COMPILE_CACHE),
                    help="keep compiled programs here to skip compilation next time; 'off' to not "
                         "(default: %(default)s)")
+    g = p.add_argument_group("prompt-free (--auto)")
+    g.add_argument("--auto", action="store_true",
+                   help="no prompts: track every object the automatic mask generator finds on the start frame")
+    g.add_argument("--auto-every", type=_positive, metavar="K",
+                   help="run the generator again every K frames; a mask that matches no tracked object becomes "
+                        "a new one (default: the start frame only)")
+    g.add_argument("--max-objects", type=_int_type(lambda v: 1 <= v <= MAX_OBJ_ID, f"an int in 1..{MAX_OBJ_ID}"),
+                   metavar="M", help=f"track at most M objects (default and largest: {MAX_OBJ_ID}, the ids a DAVIS "
+                                     "PNG holds)")
+    g.add_argument("--new-object-iou", type=_fraction, metavar="T",
+                   help="a found mask is a new object when its IoU with every tracked one is below T (default: "
+                        "0.5)")
+    add_generator_arguments(g)
     add_output_arguments(p.add_argument_group("masks and outputs"), "replace outputs that already exist")
 
 
@@ -690,6 +802,7 @@ MODULE_COMMANDS = (
     ("eval", "evaluation", "J&F (DAVIS 2017 rules) of predicted masks against ground truth"),
     ("train", "train.loop", "train or fine-tune on generated clips or a DAVIS / SA-V folder (optax AdamW)"),
     ("batch", "batch", "track the videos of a manifest (JSON lines) on every device, resumably"),
+    ("segment", "segment", "segment a still image: every object (--auto) or the one at a click or box"),
 )
 
 
