@@ -334,6 +334,19 @@ class SessionPlan:
                 if p.write_recent_slot < planner.shape.ring:
                     planner.commit_ring(i, p.write_recent_slot, frame_idx)
                     track.memories[frame_idx] = None  # filled by `record` when the archive is kept
+        if session.streaming:
+            self._forget_old_streamed_frames()
+
+    def _forget_old_streamed_frames(self) -> None:
+        """Streaming: drop the per-frame bookkeeping of frames that no later call can look up (older than the
+        memory window of the oldest frame still kept), so that host memory stays flat however long the stream.
+        Frames arrive in order, so the oldest entries come first in the dicts."""
+        session = self.session
+        oldest_lookup = min(session.streamed_frames) - session._planner.shape.ring
+        for track in session._objects:
+            for frames in (track.tracked, track.memories):
+                while frames and next(iter(frames)) < oldest_lookup:
+                    del frames[next(iter(frames))]
 
     def record(self, frame_idx: int, steps: list[ObjectStep], out) -> tuple[np.ndarray, np.ndarray]:
         """Store a frame's results (conditioning outputs, archived memories) from the step's outputs `out`;
