@@ -13,6 +13,10 @@ or written is reported (`MANIFEST:LINE: why`) and skipped, with nothing written 
 on. The summary (`OUT/batch_summary.json`, also printed) lists each video as done, skipped or failed.
 The exit status is 1 when any video failed (or before any work, on a missing manifest, an unwritable
 --out or a bad option), else 0.
+
+The work of one process, `Tracker` (the checkpoint loaded on its devices; `track(group)` reads, tracks
+and writes a group of videos), is the same on one machine, in each Ray actor and in each process of a
+multi-host run (`sam2_jax.distributed`: --ray, --coordinator).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import cli
+from . import cli, distributed
 from .video import PromptMark, open_video
 
 SUMMARY = "batch_summary.json"
@@ -53,6 +57,14 @@ tracking:
 outputs (under --out, as for track): davis/NAME/, sav/NAME/, coco/NAME.json, overlay/NAME.mp4, and
   batch_summary.json. A rerun skips the videos whose outputs all exist (--overwrite redoes them).
   Exit status: 1 when any video failed, else 0.
+
+many machines:
+  --ray auto|HOST:PORT: the manifest's groups (--group-size, default 1) go to a pool of Ray actors, one per
+  GPU (else --actors N, default one per machine), each loading the checkpoint and compiling once; a group
+  whose actor dies is tried again on a restarted one (--max-retries), and the summary gives each video's
+  retries. --coordinator HOST:PORT --num-processes N --process-id I (or $JAX_COORDINATOR_ADDRESS,
+  $JAX_NUM_PROCESSES, $JAX_PROCESS_ID): N processes joined by jax.distributed, process I tracking
+  manifest items I, I+N, ... on its own devices; process 0 writes the summary of all.
 """
 
 
@@ -72,6 +84,7 @@ class Item:
     error: str | None = None
     frames: int = 0
     seconds: float = 0.0
+    retries: int = 0  # tries after the first, when a Ray worker died while tracking it
 
     def fail(self, err: Exception) -> None:
         """Mark the video failed, with `MANIFEST:LINE: why`."""
@@ -79,10 +92,16 @@ class Item:
 
     def report(self) -> dict:
         """The video's line of the summary."""
-        keys = ["line", "video", "name", "status", "frames", "seconds"] + (["error"] if self.error else [])
+        keys = (["line", "video", "name", "status", "frames", "seconds"] + (["error"] if self.error else [])
+                + (["retries"] if self.retries else []))
         out = {key: getattr(self, key) for key in keys}
         out["seconds"] = round(self.seconds, 3)
         return out
+
+    def update(self, report: dict) -> None:
+        """Take the outcome of a report made elsewhere (a Ray actor, another process) of this video."""
+        for key in ("status", "error", "frames", "seconds", "retries"):
+            setattr(self, key, report.get(key, getattr(self, key)))
 
 
 def read_manifest(manifest: Path) -> list[Item]:
@@ -229,100 +248,132 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--object-shards", type=cli._positive, default=1, metavar="N",
                    help="devices that share one video's objects (the mesh's objects axis; default: 1)")
     g.add_argument("--group-size", type=cli._positive, metavar="N",
-                   help="videos read and tracked together (default: 4 per device on the videos axis)")
+                   help="videos read and tracked together (default: 4 per device on the videos axis; "
+                        "1 with --ray)")
     g.add_argument("--compile-cache", metavar="DIR", default=str(cli.DEFAULT_COMPILE_CACHE),
                    help="as for track (default: %(default)s)")
     cli.add_output_arguments(p.add_argument_group("masks and outputs (as for track)"),
                              "redo the videos whose outputs exist")
+    distributed.add_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Check the manifest, --out and the options, then track group by group; returns the exit status."""
+    """Check the manifest, --out and the options, then track group by group (here, on a Ray cluster or as
+    one process of a multi-host run); returns the exit status."""
     began = time.perf_counter()
     manifest, out = Path(args.manifest), Path(args.out)
     items = read_manifest(manifest)
     _check_writable(out)
     formats = cli._formats(args.format)
     cli._model_config(args.model)  # a clear error for a bad --model before the devices start
-    import jax
-    import jax.numpy as jnp
-
-    from . import sharding
-    from .video_api import Sam2VideoModel, Sam2VideoProcessor
-
-    if len(jax.devices()) % args.object_shards:
-        raise ValueError(f"--object-shards: expected a divisor of the {len(jax.devices())} devices, got "
-                         f"{args.object_shards}")
-    mesh = sharding.make_mesh(args.object_shards)
-    cli.enable_compile_cache(args.compile_cache)
-    model = Sam2VideoModel.from_pretrained(args.model, dtype=jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32)
-    params, config = sharding.replicate(model.params, mesh), model.config
-    processor = Sam2VideoProcessor(size=config.image_size)
-
+    distributed.check_arguments(args)
     for item in items:
         if item.status == "pending":
             paths = cli.output_paths(out, item.name, formats)
             item.todo = [f for f in formats if args.overwrite or not _complete(paths[f])]
             item.status = "pending" if item.todo else "skipped"
-    pending = [item for item in items if item.status == "pending"]
-    group_size = args.group_size or 4 * mesh.shape["videos"]
-    progress = Progress(len(items))
-    for item in items:
+    if args.ray:
+        where, first = distributed.run_on_ray(args, items), True
+    else:
+        where, first = _run_here(args, items)
+    summary = _summary(items, time.perf_counter() - began, args, formats, where)
+    text = json.dumps(summary, indent=1)
+    if first:
+        _write_atomically(out / SUMMARY, text + "\n")
+    print(text)
+    return 1 if summary["totals"]["failed"] else 0
+
+
+def _run_here(args, items: list[Item]) -> tuple[dict, bool]:
+    """Track this process's share of the items on its devices: all of them, or with --coordinator every
+    N-th (item i goes to process i % N), the others' outcomes gathered afterwards. Returns the summary's
+    description of where it ran, and whether this is the first (or only) process."""
+    index, count = distributed.initialize(args) if args.coordinator is not None else (0, 1)
+    share = items[index::count]
+    tracker = Tracker(args)
+    pending = [item for item in share if item.status == "pending"]
+    group_size = args.group_size or 4 * tracker.mesh.shape["videos"]
+    progress = Progress(len(share))
+    for item in share:
         if item.status != "pending":
             progress.update(item)
     with contextlib.closing(progress):
         for start in range(0, len(pending), group_size):
             group = pending[start:start + group_size]
-            _track_group(group, params, config, mesh, processor, out, formats, args)
+            tracker.track(group)
             for item in group:
                 progress.update(item)
+    where = {"devices": [str(d) for d in tracker.mesh.devices.flat], "mesh": dict(tracker.mesh.shape)}
+    if count > 1:
+        distributed.gather(items, share)
+        where["processes"] = count
+    return where, index == 0
 
-    summary = _summary(items, time.perf_counter() - began, args, formats, mesh)
-    text = json.dumps(summary, indent=1)
-    _write_atomically(out / SUMMARY, text + "\n")
-    print(text)
-    return 1 if summary["totals"]["failed"] else 0
 
+class Tracker:
+    """The checkpoint loaded on a mesh of this process's devices, ready to track groups of videos and write
+    their outputs: the work of `batch` in one process, whether the local loop, a Ray actor or one process
+    of a multi-host run calls it."""
 
-def _track_group(group: list[Item], params, config, mesh, processor, out: Path, formats, args) -> None:
-    """Read, track and write one group of videos; each failure is recorded on its item."""
-    from . import sharding
+    def __init__(self, args: argparse.Namespace):
+        import jax
+        import jax.numpy as jnp
 
-    loaded = []
-    for item in group:
+        from . import sharding
+        from .video_api import Sam2VideoModel, Sam2VideoProcessor
+
+        devices = jax.local_devices()
+        if len(devices) % args.object_shards:
+            raise ValueError(f"--object-shards: expected a divisor of the {len(devices)} devices, got "
+                             f"{args.object_shards}")
+        self.mesh = sharding.make_mesh(args.object_shards, devices)
+        cli.enable_compile_cache(args.compile_cache)
+        model = Sam2VideoModel.from_pretrained(args.model,
+                                               dtype=jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32)
+        self.params, self.config = sharding.replicate(model.params, self.mesh), model.config
+        self.processor = Sam2VideoProcessor(size=self.config.image_size)
+        self.args, self.out, self.formats = args, Path(args.out), cli._formats(args.format)
+
+    def track(self, group: list[Item]) -> None:
+        """Read, track and write one group of videos (their `todo` formats); each outcome is recorded on its
+        item (done, or failed saying why)."""
+        from . import sharding
+
+        args, loaded = self.args, []
+        for item in group:
+            began = time.perf_counter()
+            try:
+                loaded.append((item, load(item, args.reverse)))
+            except (ValueError, TypeError, OSError) as err:
+                item.fail(err)
+            item.seconds += time.perf_counter() - began
+        if not loaded:
+            return
         began = time.perf_counter()
         try:
-            loaded.append((item, load(item, args.reverse)))
-        except (ValueError, TypeError, OSError) as err:
-            item.fail(err)
-        item.seconds += time.perf_counter() - began
-    if not loaded:
-        return
-    began = time.perf_counter()
-    try:
-        outputs = sharding.propagate_videos(params, config, [(v.frames, v.prompts) for _, v in loaded], mesh,
-                                            reverse=args.reverse, both_directions=args.both_directions)
-    except Exception as err:  # noqa: BLE001 (e.g. out of device memory): this group fails, the next ones run
-        for item, _ in loaded:
-            item.fail(f"tracking failed: {type(err).__name__}: {err}")
-        return
-    seconds, total = time.perf_counter() - began, sum(len(v.frames) for _, v in loaded)
-    for (item, video), output in zip(loaded, outputs):
-        began = time.perf_counter()
-        try:
-            item.frames = write(item, video, output, cli.output_paths(out, item.name, formats), processor, args)
-            item.status = "done"
-        except (ValueError, TypeError, OSError) as err:
-            item.fail(err)
-        item.seconds += time.perf_counter() - began + seconds * len(video.frames) / total  # its share of the group
+            outputs = sharding.propagate_videos(self.params, self.config, [(v.frames, v.prompts) for _, v in loaded],
+                                                self.mesh, reverse=args.reverse, both_directions=args.both_directions)
+        except Exception as err:  # noqa: BLE001 (e.g. out of device memory): this group fails, the next ones run
+            for item, _ in loaded:
+                item.fail(f"tracking failed: {type(err).__name__}: {err}")
+            return
+        seconds, total = time.perf_counter() - began, sum(len(v.frames) for _, v in loaded)
+        for (item, video), output in zip(loaded, outputs):
+            began = time.perf_counter()
+            try:
+                item.frames = write(item, video, output, cli.output_paths(self.out, item.name, self.formats),
+                                    self.processor, args)
+                item.status = "done"
+            except (ValueError, TypeError, OSError) as err:
+                item.fail(err)
+            item.seconds += time.perf_counter() - began + seconds * len(video.frames) / total  # its share
 
 
-def _summary(items: list[Item], seconds: float, args, formats, mesh) -> dict:
+def _summary(items: list[Item], seconds: float, args, formats, where: dict) -> dict:
     counts = {status: sum(item.status == status for item in items) for status in ("done", "skipped", "failed")}
     frames = sum(item.frames for item in items)
     return {"manifest": str(args.manifest), "model": str(args.model), "out": str(args.out), "formats": formats,
-            "devices": [str(d) for d in mesh.devices.flat], "mesh": dict(mesh.shape),
-            "videos": [item.report() for item in items],
+            **where, "videos": [item.report() for item in items],
             "totals": {"videos": len(items), **counts, "frames": frames, "seconds": round(seconds, 3),
                        "frames_per_second": round(frames / seconds, 3)}}
 
