@@ -803,6 +803,7 @@ MODULE_COMMANDS = (
     ("train", "train.loop", "train or fine-tune on generated clips or a DAVIS / SA-V folder (optax AdamW)"),
     ("batch", "batch", "track the videos of a manifest (JSON lines) on every device, resumably"),
     ("segment", "segment", "segment a still image: every object (--auto) or the one at a click or box"),
+    ("app", "app", "annotate videos in the browser: click, see the mask, propagate, correct, export"),
 )
 
 
