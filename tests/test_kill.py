@@ -57,6 +57,14 @@ def data(tmp_path_factory):
     return root
 
 
+def _shell_sigint() -> None:
+    """In the child: SIGINT handled and unblocked, as a shell starts a command. A child inherits an ignored or
+    blocked SIGINT from its parent, and a test worker's may have been changed by other tests in it (seen in CI:
+    both kill tests' runs went on to the end after SIGINT)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 class Run:
     """`sam2-jax COMMAND ...` in a subprocess, its stdout and stderr in files (a pipe could fill and stall it)."""
 
@@ -66,7 +74,7 @@ class Run:
         with open(log / "out", "w") as out, open(log / "err", "w") as err:
             self.process = subprocess.Popen(
                 [SAM2_JAX, command, *map(str, args), "--model", root / "checkpoint", "--format", FORMATS,
-                 "--compile-cache", root / "cache"], stdout=out, stderr=err, env=ENV)
+                 "--compile-cache", root / "cache"], stdout=out, stderr=err, env=ENV, preexec_fn=_shell_sigint)
 
     def wait_until(self, condition, timeout: float = 300) -> None:
         """Poll `condition()` until it holds; fail if the process ends first."""
