@@ -235,7 +235,8 @@ class Annotation:
         with self.lock:  # waits for a running propagation to stop
             self.session = None
             self.masks.clear()
-            self.display.close()
+            with self.display_lock:  # and for a frame being read: closing PyAV's container under it segfaults
+                self.display.close()
         if self.upload_dir is not None:
             shutil.rmtree(self.upload_dir, ignore_errors=True)
 
