@@ -33,6 +33,9 @@ import numpy as np
 from . import cli
 
 
+_non_negative = cli._int_type(lambda v: v >= 0, "an int >= 0")
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of `sam2-jax batch` that take it beyond one machine."""
     g = p.add_argument_group("many machines (the README's 'Many videos, many machines')")
@@ -41,28 +44,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "HOST:PORT of its head; --out must be a folder every machine shares (the ray extra)")
     g.add_argument("--actors", type=cli._positive, metavar="N",
                    help="with --ray: tracking actors (default: one per GPU of the cluster, else one per machine)")
-    g.add_argument("--max-retries", type=_count, default=3, metavar="N",
+    g.add_argument("--max-retries", type=_non_negative, default=3, metavar="N",
                    help="with --ray: try a group again on a new actor when its actor died, up to N times "
                         "(default: %(default)s)")
     g.add_argument("--coordinator", metavar="HOST:PORT", default=os.environ.get("JAX_COORDINATOR_ADDRESS"),
                    help="multi-host JAX: process 0's address and a free port (default: $JAX_COORDINATOR_ADDRESS)")
     g.add_argument("--num-processes", type=cli._positive, metavar="N", default=os.environ.get("JAX_NUM_PROCESSES"),
                    help="multi-host JAX: how many processes (default: $JAX_NUM_PROCESSES)")
-    g.add_argument("--process-id", type=_count, metavar="I", default=os.environ.get("JAX_PROCESS_ID"),
+    g.add_argument("--process-id", type=_non_negative, metavar="I", default=os.environ.get("JAX_PROCESS_ID"),
                    help="multi-host JAX: this one, 0..N-1 (default: $JAX_PROCESS_ID)")
     g.add_argument("--coordinator-timeout", type=cli._positive, default=120, metavar="S",
                    help="multi-host JAX: seconds to wait for the coordinator and the other processes "
                         "(default: %(default)s)")
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {text!r}")
-    return value
 
 
 def check_arguments(args: argparse.Namespace) -> None:
