@@ -14,9 +14,10 @@ on. The summary (`OUT/batch_summary.json`, also printed) lists each video as don
 The exit status is 1 when any video failed (or before any work, on a missing manifest, an unwritable
 --out or a bad option), else 0.
 
-The work of one process, `Tracker` (the checkpoint loaded on its devices; `track(group)` reads, tracks
-and writes a group of videos), is the same on one machine, in each Ray actor and in each process of a
-multi-host run (`sam2_jax.distributed`: --ray, --coordinator).
+The work of one process, `Tracker` (the checkpoint loaded on the mesh; `track(group)` reads, tracks and
+writes a group of videos), is the same on one machine, in each Ray actor and in each process of a
+multi-host run (`sam2_jax.distributed`: --ray, --coordinator; multi-host, the mesh spans every process's
+devices and every process calls `track` for each round of groups, with its own group or an empty one).
 """
 
 from __future__ import annotations
@@ -63,8 +64,9 @@ many machines:
   GPU (else --actors N, default one per machine), each loading the checkpoint and compiling once; a group
   whose actor dies is tried again on a restarted one (--max-retries), and the summary gives each video's
   retries. --coordinator HOST:PORT --num-processes N --process-id I (or $JAX_COORDINATOR_ADDRESS,
-  $JAX_NUM_PROCESSES, $JAX_PROCESS_ID): N processes joined by jax.distributed, process I tracking
-  manifest items I, I+N, ... on its own devices; process 0 writes the summary of all.
+  $JAX_NUM_PROCESSES, $JAX_PROCESS_ID): N processes joined by jax.distributed on one mesh of all their
+  devices, process I reading manifest items I, I+N, ..., tracking them on its own devices in batches run
+  together, and writing them; process 0 writes the summary of all.
 """
 
 
@@ -289,24 +291,29 @@ def _run_here(args, items: list[Item]) -> tuple[dict, bool]:
     N-th (item i goes to process i % N), the others' outcomes gathered afterwards. Returns the summary's
     description of where it ran, and whether this is the first (or only) process."""
     index, count = distributed.initialize(args) if args.coordinator is not None else (0, 1)
+    from . import sharding
+
     share = items[index::count]
-    tracker = Tracker(args)
-    pending = [item for item in share if item.status == "pending"]
-    group_size = args.group_size or 4 * tracker.mesh.shape["videos"]
-    progress = Progress(len(share))
-    for item in share:
-        if item.status != "pending":
-            progress.update(item)
-    with contextlib.closing(progress):
-        for start in range(0, len(pending), group_size):
-            group = pending[start:start + group_size]
-            tracker.track(group)
-            for item in group:
+    with distributed.stdout_to_stderr() if count > 1 else contextlib.nullcontext():
+        tracker = Tracker(args)
+        pending = [item for item in share if item.status == "pending"]
+        group_size = args.group_size or 4 * sharding.local_batch(tracker.mesh)
+        groups = [pending[start:start + group_size] for start in range(0, len(pending), group_size)]
+        if count > 1:  # every process takes part in every group's batches, with its own videos or none
+            groups += [[]] * (max(sharding.process_allgather_json(len(groups))) - len(groups))
+        progress = Progress(len(share))
+        for item in share:
+            if item.status != "pending":
                 progress.update(item)
-    where = {"devices": [str(d) for d in tracker.mesh.devices.flat], "mesh": dict(tracker.mesh.shape)}
-    if count > 1:
-        distributed.gather(items, share)
-        where["processes"] = count
+        with contextlib.closing(progress):
+            for group in groups:
+                tracker.track(group)
+                for item in group:
+                    progress.update(item)
+        where = {"devices": [str(d) for d in tracker.mesh.devices.flat], "mesh": dict(tracker.mesh.shape)}
+        if count > 1:
+            distributed.gather(items, share)
+            where["processes"] = count
     return where, index == 0
 
 
@@ -322,11 +329,10 @@ class Tracker:
         from . import sharding
         from .video_api import Sam2VideoModel, Sam2VideoProcessor
 
-        devices = jax.local_devices()
-        if len(devices) % args.object_shards:
-            raise ValueError(f"--object-shards: expected a divisor of the {len(devices)} devices, got "
+        if len(jax.local_devices()) % args.object_shards:
+            raise ValueError(f"--object-shards: expected a divisor of the {len(jax.local_devices())} devices, got "
                              f"{args.object_shards}")
-        self.mesh = sharding.make_mesh(args.object_shards, devices)
+        self.mesh = sharding.make_mesh(args.object_shards, jax.devices())  # multi-host: every process's devices
         cli.enable_compile_cache(args.compile_cache)
         model = Sam2VideoModel.from_pretrained(args.model,
                                                dtype=jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32)
@@ -336,7 +342,7 @@ class Tracker:
 
     def track(self, group: list[Item]) -> None:
         """Read, track and write one group of videos (their `todo` formats); each outcome is recorded on its
-        item (done, or failed saying why)."""
+        item (done, or failed saying why). Multi-host, every process calls it at once (a group maybe empty)."""
         from . import sharding
 
         args, loaded = self.args, []
@@ -347,7 +353,7 @@ class Tracker:
             except (ValueError, TypeError, OSError) as err:
                 item.fail(err)
             item.seconds += time.perf_counter() - began
-        if not loaded:
+        if not loaded and not self.mesh.is_multi_process:
             return
         began = time.perf_counter()
         try:
@@ -357,7 +363,7 @@ class Tracker:
             for item, _ in loaded:
                 item.fail(f"tracking failed: {type(err).__name__}: {err}")
             return
-        seconds, total = time.perf_counter() - began, sum(len(v.frames) for _, v in loaded)
+        seconds, total = time.perf_counter() - began, max(sum(len(v.frames) for _, v in loaded), 1)
         for (item, video), output in zip(loaded, outputs):
             began = time.perf_counter()
             try:

@@ -9,9 +9,11 @@ restarted actor, up to `--max-retries` times; a video that fails with an error (
 reported failed at once, since trying again would fail the same way.
 
 Multi-host JAX: every process runs the same command with its `--process-id`; `jax.distributed` joins them
-(one coordinator, every process's devices in `jax.devices()`), process I tracks manifest items I, I+N, ...
-on its own devices and writes them, and the outcomes are gathered (a collective over every process's
-devices) so that each prints the whole summary and process 0 writes it.
+(one coordinator, every process's devices in `jax.devices()`) and the mesh spans all their devices.
+Process I reads manifest items I, I+N, ...; the processes run each batch together, each video on its own
+process's devices (`sharding.propagate_videos`), and each process writes its own videos. The outcomes are
+gathered (a collective over every process's devices) so that each prints the whole summary and process 0
+writes it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
 import logging
 import os
 import socket
@@ -119,24 +120,18 @@ def initialize(args: argparse.Namespace) -> tuple[int, int]:
 def gather(items: list, share: list) -> None:
     """Give every process the outcome of every item: each process's reports of its `share` are gathered
     over all processes' devices and set on `items`."""
-    from jax.experimental import multihost_utils
+    from .sharding import process_allgather_json
 
-    mine = np.frombuffer(json.dumps([item.report() for item in share]).encode(), np.uint8)
-    with _stdout_to_stderr():  # Gloo, the CPU collectives, says on stdout that it connected: not the summary's
-        sizes = multihost_utils.process_allgather(np.int32(mine.size))
-    padded = np.zeros(int(sizes.max()), np.uint8)
-    padded[:mine.size] = mine
     by_line = {item.line: item for item in items}
-    with _stdout_to_stderr():
-        rows = multihost_utils.process_allgather(padded)
-    for row, size in zip(rows, sizes):
-        for report in json.loads(row[:size].tobytes()):
+    for reports in process_allgather_json([item.report() for item in share]):
+        for report in reports:
             by_line[report["line"]].update(report)
 
 
 @contextlib.contextmanager
-def _stdout_to_stderr():
-    """What is written to the file descriptor of stdout (by C++ too) goes to stderr meanwhile."""
+def stdout_to_stderr():
+    """What is written to the file descriptor of stdout (by C++ too: Gloo, the CPU collectives, says there
+    that it connected) goes to stderr meanwhile, so that stdout stays the summary's."""
     sys.stdout.flush()
     saved = os.dup(1)
     os.dup2(2, 1)

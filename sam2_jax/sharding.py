@@ -8,15 +8,21 @@ own program.
 `propagate_batch` is the jitted core: `functional.propagate` vmapped over a batch of same-shape videos,
 with the batch axis on "videos" and the object axis on "objects".
 Shapes: B videos, T frames, N objects (per video), as in `functional`.
+
+Multi-host (`jax.distributed`): a mesh over `jax.devices()` spans every process's devices. Each process
+then calls `propagate_videos` with its own videos; the processes agree on the sequence of buckets and run
+each batch together, every video on its own process's devices, and each gets its own outputs back.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from . import functional
@@ -58,21 +64,50 @@ def propagate_batch(params, config: Sam2Config, frames, prompts: Prompts, num_fr
     frames (B, T, H, W, 3) uint8; prompts with a leading B axis; num_frames (B,) the real lengths. B must be
     a multiple of the "videos" axis and N of the "objects" axis (`propagate_videos` pads for you).
     Returns the outputs of `functional.propagate` with a leading B axis, sharded like the inputs.
+    Multi-host: every process calls it at once with its own part of the batch (B a multiple of
+    `local_batch(mesh)`) and gets back the outputs of that part.
     """
     b, n = np.shape(prompts.frame_idx)[:2]
-    if b % mesh.shape["videos"] or n % mesh.shape["objects"]:
+    if b % local_batch(mesh) or n % mesh.shape["objects"]:
         raise ValueError(f"prompts: expected the videos ({b}) and objects ({n}) to be multiples of the mesh's "
-                         f"axes {dict(mesh.shape)}")
+                         f"axes {dict(mesh.shape)}" + (f" ({local_batch(mesh)} videos on this process's devices)"
+                                                       if mesh.is_multi_process else ""))
     for i in range(b):
         functional.check_prompts(jax.tree_util.tree_map(lambda x: x[i], prompts), frames.shape[1:],
                                  np.asarray(num_frames)[i])
     run = _compiled(config, mesh, bool(reverse), bool(both_directions), prompts.boxes is not None,
                     prompts.masks is not None)
-    specs, _ = batch_specs(prompts.boxes is not None, prompts.masks is not None)
-    inputs = jax.tree_util.tree_map(lambda spec: NamedSharding(mesh, spec), specs,
-                                    is_leaf=lambda x: isinstance(x, PartitionSpec))
-    frames, prompts, num_frames = jax.device_put((frames, prompts, np.asarray(num_frames, np.int32)), inputs)
-    return run(replicate(params, mesh), frames, prompts, num_frames)
+    specs, out_specs = batch_specs(prompts.boxes is not None, prompts.masks is not None)
+    local = (frames, prompts, np.asarray(num_frames, np.int32))
+    inputs = jax.tree_util.tree_map(
+        lambda spec, x: jax.make_array_from_process_local_data(NamedSharding(mesh, spec), x), specs, local,
+        is_leaf=lambda x: isinstance(x, PartitionSpec))
+    outputs = run(replicate(params, mesh), *inputs)
+    if mesh.is_multi_process:  # this process's videos (its devices' shards), as device arrays
+        outputs = multihost_utils.global_array_to_host_local_array(outputs, mesh, out_specs)
+    return outputs
+
+
+def local_batch(mesh: Mesh) -> int:
+    """How many videos of each batch run on this process's devices: its rows of the "videos" axis (all of
+    them on one host). A row must not span processes, so that each video is read where it runs."""
+    rows = [{d.process_index for d in row} for row in mesh.devices]
+    if any(len(owners) > 1 for owners in rows):
+        raise ValueError(f"mesh: expected each row of the videos axis on one process's devices, got rows spanning "
+                         f"processes {sorted(sorted(o) for o in rows if len(o) > 1)[0]} (objects axis "
+                         f"{mesh.shape['objects']}: a divisor of each process's device count)")
+    return sum(owners == {jax.process_index()} for owners in rows)
+
+
+def process_allgather_json(value) -> list:
+    """`value` (anything JSON takes) of every process, in process order: a collective, so every process of
+    the run calls it, in the same order."""
+    mine = np.frombuffer(json.dumps(value).encode(), np.uint8)
+    sizes = multihost_utils.process_allgather(np.int32(mine.size))
+    padded = np.zeros(int(np.max(sizes)), np.uint8)
+    padded[:mine.size] = mine
+    rows = multihost_utils.process_allgather(padded)
+    return [json.loads(row[:size].tobytes()) for row, size in zip(rows, np.atleast_1d(sizes))]
 
 
 @functools.lru_cache(maxsize=None)
@@ -153,25 +188,41 @@ def propagate_videos(params, config: Sam2Config, videos, mesh: Mesh, *, reverse:
                      both_directions: bool = False, frame_step: int = 16):
     """Outputs of `functional.propagate` for each of `videos` [(frames (T,H,W,3) uint8, Prompts)], in order,
     cut back to each video's frames and objects (numpy). Videos of one bucket run `B` at a time, B the size
-    of the "videos" axis; a short last batch repeats its last video. One compilation per bucket."""
-    groups: dict[Bucket, list[int]] = {}
-    for i, (frames, prompts) in enumerate(videos):
+    of the "videos" axis; a short last batch repeats its last video. One compilation per bucket.
+
+    Multi-host (a mesh spanning processes): every process calls it at once with its own videos (maybe
+    none). The processes share their buckets, then run the same sequence of batches, each filling its
+    `local_batch(mesh)` places with its videos (repeating its last one, or an empty video where it has
+    none of that bucket)."""
+    buckets = []
+    for frames, prompts in videos:
         functional._check_frames(frames)
         functional.check_prompts(prompts, frames.shape)
-        groups.setdefault(Bucket.of(frames, prompts, mesh.shape["objects"], frame_step), []).append(i)
+        buckets.append(Bucket.of(frames, prompts, mesh.shape["objects"], frame_step))
+    every_process = ([[Bucket(*b) for b in theirs] for theirs in process_allgather_json(
+        [dataclasses.astuple(b) for b in buckets])] if mesh.is_multi_process else [buckets])
+    places = local_batch(mesh)
     results = [None] * len(videos)
-    per_batch = mesh.shape["videos"]
-    for bucket, members in groups.items():
-        for start in range(0, len(members), per_batch):
-            chunk = members[start:start + per_batch]
-            chunk = chunk + chunk[-1:] * (per_batch - len(chunk))
-            padded = [pad_to(bucket, *videos[i]) for i in chunk]
-            frames = np.stack([f for f, _ in padded])
-            prompts = jax.tree_util.tree_map(lambda *x: np.stack(x), *[q for _, q in padded])
-            lengths = np.asarray([videos[i][0].shape[0] for i in chunk], np.int32)
+    for bucket in sorted(set().union(*every_process), key=dataclasses.astuple):  # the same order everywhere
+        members = [i for i, b in enumerate(buckets) if b == bucket]
+        rounds = max(-(-theirs.count(bucket) // places) for theirs in every_process)
+        for start in range(0, rounds * places, places):
+            chunk = members[start:start + places]
+            padded = [(*pad_to(bucket, *videos[i]), len(videos[i][0])) for i in chunk] or [_empty_video(bucket)]
+            frames, prompts, lengths = zip(*(padded + padded[-1:] * (places - len(padded))))
+            frames, lengths = np.stack(frames), np.asarray(lengths, np.int32)
+            prompts = jax.tree_util.tree_map(lambda *x: np.stack(x), *prompts)
             out = jax.device_get(propagate_batch(params, config, frames, prompts, lengths, mesh, reverse=reverse,
                                                  both_directions=both_directions))
-            for j, i in enumerate(chunk[:len(members[start:start + per_batch])]):
+            for j, i in enumerate(chunk):
                 t, n = videos[i][0].shape[0], np.shape(videos[i][1].frame_idx)[0]
                 results[i] = {key: value[j, :t, :n] if value.ndim > 2 else value[j, :t] for key, value in out.items()}
     return results
+
+
+def _empty_video(bucket: Bucket) -> tuple[np.ndarray, Prompts, int]:
+    """A stand-in of the bucket's shape for a process with none of its videos in a batch (frames, prompts,
+    length): one black frame, each object clicked at (0, 0) on it (computed, then dropped)."""
+    click = [{"frame": 0, "points": [[0, 0]], "labels": [1]}]
+    prompts = functional.make_prompts([click] * bucket.num_objects, bucket.height, bucket.width)
+    return (*pad_to(bucket, np.zeros((1, bucket.height, bucket.width, 3), np.uint8), prompts), 1)

@@ -27,7 +27,8 @@ from sam2_jax.data import generate_clip
 from test_cli import files
 
 MODEL, FORMATS = "sam2-jax-shapes", "davis,coco"
-CLIPS = [(f"clip_{i}", 4 + i % 3) for i in range(6)]  # (name, frames): 64x96 folders of PNGs
+# (name, frames): 64x96 folders of PNGs; the last one's 18 frames make a shape bucket of its own
+CLIPS = [(f"clip_{i}", 4 + i % 3) for i in range(5)] + [("clip_5", 18)]
 WORKER = "ray::MapWorker(MapBatches(RayWorker))"  # the process title of a tracking actor
 
 
@@ -121,7 +122,7 @@ def test_an_actor_killed_mid_write_is_replaced_and_its_video_retried(cluster, da
     killed = {}
 
     def kill_a_writer():
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + 600  # the actors start and compile first
         while not killed and time.monotonic() < deadline:
             for pid in ray_workers():
                 if any(str(out) in target and ".partial" in target for target in open_files(pid)):
@@ -163,9 +164,12 @@ def open_files(pid: int) -> list[str]:
 
 # ----------------------------------------------------------------------------------- multi-host JAX
 def test_two_jax_processes_split_the_manifest(data, single, tmp_path):
-    """Two processes joined by jax.distributed on 127.0.0.1: each tracks every other video, and together
-    they write what one process writes; process 0 writes the summary of all."""
+    """Two processes of two devices each, joined by jax.distributed on 127.0.0.1, track on one mesh of the
+    four devices: each reads every other video and runs it on its own devices (in the batches of a bucket
+    the other has fewer videos of, or none: clip_5's, a stand-in fills its places), and together they
+    write what one process writes; process 0 writes the summary of all."""
     out, address = tmp_path / "out", f"127.0.0.1:{free_port()}"
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     runs = []
     for index in range(2):
         log = tmp_path / f"process_{index}"
@@ -173,14 +177,15 @@ def test_two_jax_processes_split_the_manifest(data, single, tmp_path):
             [sys.executable, "-m", "sam2_jax.cli", "batch", str(data / "manifest.jsonl"), "--model", MODEL,
              "--out", str(out), "--format", FORMATS, "--compile-cache", str(data / "cache"), "--coordinator",
              address, "--num-processes", "2", "--process-id", str(index), "--coordinator-timeout", "60"],
-            stdout=open(f"{log}.out", "w"), stderr=open(f"{log}.err", "w"))))
+            stdout=open(f"{log}.out", "w"), stderr=open(f"{log}.err", "w"), env=env)))
     for log, process in runs:
         assert process.wait(timeout=300) == 1, Path(f"{log}.err").read_text()  # the missing video
     summaries = [json.loads(Path(f"{log}.out").read_text()) for log, _ in runs]
     same_outputs(out, single[0])
     for summary in summaries:
         assert outcomes(summary) == outcomes(single[1])
-        assert summary["processes"] == 2 and len(summary["devices"]) == 1
+        assert summary["processes"] == 2 and summary["mesh"] == {"videos": 4, "objects": 1}
+        assert len(set(summary["devices"])) == 4
     assert json.loads((out / "batch_summary.json").read_text()) == summaries[0]
     assert "batch: 4/4 videos (1 failed)" in Path(f"{runs[0][0]}.err").read_text()  # items 0, 2, 4, 6
     assert "batch: 3/3 videos" in Path(f"{runs[1][0]}.err").read_text()
