@@ -5,6 +5,14 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
+# Under `pytest -n N`, the workers share the cores: torch's OpenMP threads, which spin while waiting for
+# work, then take the cores from the other workers' JAX (on 2 cores, 2 workers ran the torch reference
+# 2 to 6 times slower than alone). Each worker gets its share of the cores for torch (set before torch is
+# imported; JAX's own thread pool is left as it is).
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    os.environ.setdefault("OMP_NUM_THREADS",
+                          str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
+
 # `benchmarks/gpu_run.sh --rehearse` sets this to "cpu": the GPU tests then run on the CPU, so that the script
 # and the tests it names cannot rot where there is no GPU.
 GPU_TESTS_ON = os.environ.get("SAM2_JAX_GPU_TESTS_ON", "gpu")

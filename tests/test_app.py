@@ -38,6 +38,9 @@ ROOT = Path(__file__).resolve().parents[1]
 MODEL = "sam2-jax-shapes"
 FRAMES, HEIGHT, WIDTH = 8, 120, 160
 LIMIT = 1 << 20  # bytes: the size limit the server is started with
+# The server answers in this process, beside the other tests' work (and a compilation may hold a session's
+# lock for seconds): the page's expectations wait 30 s rather than Playwright's 5.
+sync_api.expect.set_options(timeout=30_000)
 
 
 def centre(mask: np.ndarray) -> tuple[float, float]:
