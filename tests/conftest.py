@@ -19,7 +19,10 @@ GPU_TESTS_ON = os.environ.get("SAM2_JAX_GPU_TESTS_ON", "gpu")
 
 
 def pytest_configure(config):
-    """JAX runs on the CPU in the tests, except in the GPU parity run (`-m gpu`), where it takes the GPU."""
+    """JAX runs on the CPU in the tests, except in the GPU parity run (`-m gpu`), where it takes the GPU.
+    xdist keeps the files in the order collected (its default reorders them by their number of tests)."""
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
     if config.getoption("markexpr") != "gpu" or GPU_TESTS_ON == "cpu":
         os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -41,14 +44,17 @@ def _no_gpu() -> str | None:
     return None
 
 
-# The longest files (about 10 minutes each on 2 cores): collected first, so that `-n 2 --dist loadfile` starts
-# them at once on the two workers and shares the other files out around them.
-LONGEST_FILES = ("test_video_model.py", "test_train.py")
+# The longest files, longest first (seconds under `-n 2` on 2 cores, 2026-12-07): `--dist loadfile` hands
+# them out first and the shorter files fill in around them, so that the two workers end together.
+LONGEST_FILES = ("test_video_model.py", "test_train.py", "test_distributed.py", "test_functional.py",  # 250-410 s
+                 "test_sharding.py", "test_train_original.py", "test_docs.py", "test_batch.py",  # 115-180 s
+                 "test_cli.py", "test_image_model.py", "test_kill.py", "test_app.py", "test_shipped_model.py")
 
 
 def pytest_collection_modifyitems(config, items):
     """Run the longest files first; skip, not fail, the tests marked `gpu` where there is no GPU."""
-    items.sort(key=lambda item: item.path.name not in LONGEST_FILES)  # stable: the order within files holds
+    rank = {name: i for i, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the order within files holds
     gpu_items = [item for item in items if "gpu" in item.keywords]
     reason = _no_gpu() if gpu_items else None
     for item in gpu_items if reason else []:

@@ -12,8 +12,10 @@ import json
 import os
 import shutil
 import socket
+import sys
 import threading
 import time
+import traceback
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -96,6 +98,17 @@ def served(tmp_path_factory):
     uv.should_exit = True
     thread.join(10)
     assert not app.state.upload_root.exists()  # uploads are cleaned up when the server stops
+
+
+def shows_error(page, text: str) -> None:
+    """The page's error message comes to contain `text`; if not, the failure carries every thread's stack
+    (the server answers from this process), to tell a slow answer from a stuck one."""
+    try:
+        sync_api.expect(page.locator("#message.error")).to_contain_text(text)
+    except AssertionError as err:
+        stacks = "".join(f"\n--- {thread.name}\n" + "".join(traceback.format_stack(sys._current_frames()[thread.ident]))
+                         for thread in threading.enumerate() if thread.ident in sys._current_frames())
+        raise AssertionError(f"{err}\nthreads of the server's process:{stacks}") from None
 
 
 def open_page(served):
@@ -270,10 +283,10 @@ def test_bad_input_shows_a_message_and_changes_nothing(served):
     error = page.locator("#message.error")
 
     page.set_input_files("#upload", served["folder"] / "notes.txt")
-    sync_api.expect(error).to_contain_text("notes.txt cannot be opened as a video")
+    shows_error(page, "notes.txt cannot be opened as a video")
     page.select_option("#video-select", "big.mp4")
     page.click("#open")
-    sync_api.expect(error).to_contain_text("over the limit of 1.0 MB")
+    shows_error(page, "over the limit of 1.0 MB")
     page.screenshot(path=shots / "6_bad_video.png")
     assert not app.state.sessions
     assert not any(app.state.upload_root.iterdir())  # the refused upload is gone
@@ -283,18 +296,18 @@ def test_bad_input_shows_a_message_and_changes_nothing(served):
     sync_api.expect(page.locator("#frame-label")).to_have_text(f"frame 0 / {FRAMES - 1}")
     (annotation,) = app.state.sessions.values()
     page.click("#export")
-    sync_api.expect(error).to_contain_text("nothing to export")
+    shows_error(page, "nothing to export")
     page.click("#propagate-forward")
-    sync_api.expect(error).to_contain_text("nothing to propagate")
+    shows_error(page, "nothing to propagate")
     page.evaluate("app.prompt({point: [-5, 10], label: 1})")
-    sync_api.expect(error).to_contain_text("(-5, 10) is outside the frame (160x120 px)")
+    shows_error(page, "(-5, 10) is outside the frame (160x120 px)")
     page.screenshot(path=shots / "7_outside.png")
     assert annotation.session.get_obj_num() == 0 and not annotation.prompts and not annotation.masks
 
     # While a propagation runs, changes are refused with its progress.
     annotation.job = server.Job(total=FRAMES)
     page.evaluate(f"app.prompt({{point: [{WIDTH / 2}, {HEIGHT / 2}], label: 1}})")
-    sync_api.expect(error).to_contain_text("propagation is running (0/8 frames)")
+    shows_error(page, "propagation is running (0/8 frames)")
     annotation.job.running = False
     assert annotation.session.get_obj_num() == 0
 

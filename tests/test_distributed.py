@@ -27,14 +27,13 @@ from sam2_jax.data import generate_clip
 from test_cli import files
 
 MODEL, FORMATS = "sam2-jax-shapes", "davis,coco"
-# (name, frames): 64x96 folders of PNGs; the last one's 18 frames make a shape bucket of its own
-CLIPS = [(f"clip_{i}", 4 + i % 3) for i in range(5)] + [("clip_5", 18)]
+CLIPS = [(f"clip_{i}", 4 + i % 3) for i in range(6)]  # (name, frames): 64x96 folders of PNGs
 WORKER = "ray::MapWorker(MapBatches(RayWorker))"  # the process title of a tracking actor
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    """The clips, manifest.jsonl (their lines, then a missing video at line 7) and a compilation cache."""
+    """The clips, manifest.jsonl (their lines, with a missing video at line 6) and a compilation cache."""
     root = tmp_path_factory.mktemp("distributed")
     lines = []
     for i, (name, num_frames) in enumerate(CLIPS):
@@ -45,7 +44,7 @@ def data(tmp_path_factory):
         prompts = [{"obj_id": obj_id, "points": [list(cli._interior_point(mask))]}
                    for obj_id, mask in zip(clip.obj_ids, clip.masks[0])]
         lines.append(json.dumps({"video": name, "prompts": prompts}))
-    lines.append(json.dumps({"video": "missing", "prompts": [{"points": [[5, 5]]}]}))
+    lines.insert(5, json.dumps({"video": "missing", "prompts": [{"points": [[5, 5]]}]}))
     (root / "manifest.jsonl").write_text("\n".join(lines) + "\n")
     (root / "cache").mkdir()
     return root
@@ -111,7 +110,7 @@ def test_ray_outputs_equal_one_process_and_a_rerun_skips(cluster, data, single, 
 
     status, summary, err = batch(data, out, "--ray", cluster)
     assert status == 1, err
-    assert [v["status"] for v in summary["videos"]] == ["skipped"] * 6 + ["failed"]
+    assert [v["status"] for v in summary["videos"]] == ["skipped"] * 5 + ["failed", "skipped"]
 
 
 def test_an_actor_killed_mid_write_is_replaced_and_its_video_retried(cluster, data, single, tmp_path):
@@ -165,9 +164,10 @@ def open_files(pid: int) -> list[str]:
 # ----------------------------------------------------------------------------------- multi-host JAX
 def test_two_jax_processes_split_the_manifest(data, single, tmp_path):
     """Two processes of two devices each, joined by jax.distributed on 127.0.0.1, track on one mesh of the
-    four devices: each reads every other video and runs it on its own devices (in the batches of a bucket
-    the other has fewer videos of, or none: clip_5's, a stand-in fills its places), and together they
-    write what one process writes; process 0 writes the summary of all."""
+    four devices, a video at a time each (--group-size 1): each reads every other line and runs its video
+    on its own devices (process 1's third line is the missing video and it has no fourth: it takes part in
+    those batches with a stand-in), and together they write what one process writes; process 0 writes the
+    summary of all."""
     out, address = tmp_path / "out", f"127.0.0.1:{free_port()}"
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     runs = []
@@ -176,7 +176,8 @@ def test_two_jax_processes_split_the_manifest(data, single, tmp_path):
         runs.append((log, subprocess.Popen(
             [sys.executable, "-m", "sam2_jax.cli", "batch", str(data / "manifest.jsonl"), "--model", MODEL,
              "--out", str(out), "--format", FORMATS, "--compile-cache", str(data / "cache"), "--coordinator",
-             address, "--num-processes", "2", "--process-id", str(index), "--coordinator-timeout", "60"],
+             address, "--num-processes", "2", "--process-id", str(index), "--coordinator-timeout", "60",
+             "--group-size", "1"],
             stdout=open(f"{log}.out", "w"), stderr=open(f"{log}.err", "w"), env=env)))
     for log, process in runs:
         assert process.wait(timeout=300) == 1, Path(f"{log}.err").read_text()  # the missing video
@@ -187,8 +188,8 @@ def test_two_jax_processes_split_the_manifest(data, single, tmp_path):
         assert summary["processes"] == 2 and summary["mesh"] == {"videos": 4, "objects": 1}
         assert len(set(summary["devices"])) == 4
     assert json.loads((out / "batch_summary.json").read_text()) == summaries[0]
-    assert "batch: 4/4 videos (1 failed)" in Path(f"{runs[0][0]}.err").read_text()  # items 0, 2, 4, 6
-    assert "batch: 3/3 videos" in Path(f"{runs[1][0]}.err").read_text()
+    assert "batch: 4/4 videos," in Path(f"{runs[0][0]}.err").read_text()  # items 0, 2, 4, 6
+    assert "batch: 3/3 videos (1 failed)" in Path(f"{runs[1][0]}.err").read_text()  # 1, 3, 5 (missing)
 
 
 # -------------------------------------------------------------------------------------------- bad input
