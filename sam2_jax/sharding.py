@@ -92,10 +92,11 @@ def local_batch(mesh: Mesh) -> int:
     """How many videos of each batch run on this process's devices: its rows of the "videos" axis (all of
     them on one host). A row must not span processes, so that each video is read where it runs."""
     rows = [{d.process_index for d in row} for row in mesh.devices]
-    if any(len(owners) > 1 for owners in rows):
-        raise ValueError(f"mesh: expected each row of the videos axis on one process's devices, got rows spanning "
-                         f"processes {sorted(sorted(o) for o in rows if len(o) > 1)[0]} (objects axis "
-                         f"{mesh.shape['objects']}: a divisor of each process's device count)")
+    spanning = [sorted(owners) for owners in rows if len(owners) > 1]
+    if spanning:
+        raise ValueError(f"mesh: expected each row of the videos axis on one process's devices, got a row on "
+                         f"processes {spanning[0]} (make the objects axis, {mesh.shape['objects']}, a divisor of "
+                         "each process's device count)")
     return sum(owners == {jax.process_index()} for owners in rows)
 
 
