@@ -226,12 +226,15 @@ class PngFolderWriter(MaskWriter):
 
 
 class CocoRecordsWriter(MaskWriter):
-    """One JSON file: the records, each segmentation a COCO compressed RLE (the generator's "coco_rle")."""
+    """One JSON file: the records, each segmentation a COCO compressed RLE (the generator's "coco_rle"). A score
+    that is NaN (the stability of a mask with no pixel above -offset) is written as null: JSON has no NaN."""
 
     def save(self, image: np.ndarray, records: list[dict]) -> None:
         """Write the records into the temporary file (renamed on close)."""
-        entries = [{**record, "segmentation": rle_encode(record["segmentation"])} for record in records]
-        self._tmp.write_text(json.dumps(entries))
+        entries = [{**record, "segmentation": rle_encode(record["segmentation"]),
+                    **{key: None for key in ("predicted_iou", "stability_score") if np.isnan(record[key])}}
+                   for record in records]
+        self._tmp.write_text(json.dumps(entries, allow_nan=False))
 
 
 class OverlayPngWriter(MaskWriter):

@@ -228,3 +228,22 @@ def test_existing_output_is_refused_without_overwrite(image, auto_run, capsys):
     assert cli.main([*argv, "--format", "coco", "--overwrite"]) == 0
     assert (out / "coco" / "img.json").stat().st_mtime_ns != before[out / "coco" / "img.json"]
     assert set(files(out)) == set(before)  # replaced, nothing left beside it
+
+
+def test_a_nan_score_is_null_in_the_coco_json(tmp_path):
+    """The stability of a prompted mask with no pixel above -offset is NaN, as the generator's; the COCO file
+    stays strict JSON (null), which any parser reads."""
+    empty = np.zeros((4, 6), bool)
+    assert np.isnan(segment.stability_score(np.full((4, 6), -5.0, np.float32)))
+    record = {"segmentation": empty, "area": 0, "bbox": [0.0, 0.0, 0.0, 0.0], "predicted_iou": 0.25,
+              "point_coords": [[1.0, 2.0]], "stability_score": float("nan"), "crop_box": [0.0, 0.0, 6.0, 4.0]}
+    path = tmp_path / "img.json"
+    with segment.CocoRecordsWriter(path) as writer:
+        writer.save(np.zeros((4, 6, 3), np.uint8), [record])
+
+    def refuse(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+
+    (entry,) = json.loads(path.read_text(), parse_constant=refuse)
+    assert entry["stability_score"] is None and entry["predicted_iou"] == 0.25
+    assert coco_mask.decode(entry["segmentation"]).sum() == 0
