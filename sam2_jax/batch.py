@@ -329,9 +329,9 @@ class Tracker:
         from . import sharding
         from .video_api import Sam2VideoModel, Sam2VideoProcessor
 
-        if len(jax.local_devices()) % args.object_shards:
-            raise ValueError(f"--object-shards: expected a divisor of the {len(jax.local_devices())} devices, got "
-                             f"{args.object_shards}")
+        local = len(jax.local_devices())
+        if local % args.object_shards:
+            raise ValueError(f"--object-shards: expected a divisor of the {local} devices, got {args.object_shards}")
         self.mesh = sharding.make_mesh(args.object_shards, jax.devices())  # multi-host: every process's devices
         cli.enable_compile_cache(args.compile_cache)
         model = Sam2VideoModel.from_pretrained(args.model,
@@ -363,7 +363,7 @@ class Tracker:
             for item, _ in loaded:
                 item.fail(f"tracking failed: {type(err).__name__}: {err}")
             return
-        seconds, total = time.perf_counter() - began, max(sum(len(v.frames) for _, v in loaded), 1)
+        seconds, total = time.perf_counter() - began, sum(len(v.frames) for _, v in loaded)
         for (item, video), output in zip(loaded, outputs):
             began = time.perf_counter()
             try:

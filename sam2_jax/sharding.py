@@ -68,9 +68,10 @@ def propagate_batch(params, config: Sam2Config, frames, prompts: Prompts, num_fr
     `local_batch(mesh)`) and gets back the outputs of that part.
     """
     b, n = np.shape(prompts.frame_idx)[:2]
-    if b % local_batch(mesh) or n % mesh.shape["objects"]:
+    places = local_batch(mesh)
+    if b % places or n % mesh.shape["objects"]:
         raise ValueError(f"prompts: expected the videos ({b}) and objects ({n}) to be multiples of the mesh's "
-                         f"axes {dict(mesh.shape)}" + (f" ({local_batch(mesh)} videos on this process's devices)"
+                         f"axes {dict(mesh.shape)}" + (f" ({places} videos on this process's devices)"
                                                        if mesh.is_multi_process else ""))
     for i in range(b):
         functional.check_prompts(jax.tree_util.tree_map(lambda x: x[i], prompts), frames.shape[1:],

@@ -280,7 +280,6 @@ def test_bad_input_shows_a_message_and_changes_nothing(served):
     propagation: a message on the page, the session unchanged, the server still up."""
     shots, app = served["shots"], served["app"]
     page = open_page(served)
-    error = page.locator("#message.error")
 
     page.set_input_files("#upload", served["folder"] / "notes.txt")
     shows_error(page, "notes.txt cannot be opened as a video")
