@@ -122,6 +122,7 @@ def open_clip(page):
     page.select_option("#video-select", "clip.mp4")
     page.click("#open")
     sync_api.expect(page.locator("#frame-label")).to_have_text(f"frame 0 / {FRAMES - 1}")
+    sync_api.expect(page.locator("#message")).to_have_text("Add an object and click on it.")  # frame 0 is shown
 
 
 def click(page, x: float, y: float, **options):

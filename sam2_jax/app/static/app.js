@@ -138,10 +138,14 @@ async function showFrame(frame) {
   $("scrubber").value = frame;
   $("frame-label").textContent = `frame ${frame} / ${app.video.num_frames - 1}`;
   const token = ++app.loadToken;
-  const reply = await (await api("GET", sessionUrl(`/frames/${frame}/masks`))).json(); // says why if it fails
-  const image = new Image();
-  image.src = sessionUrl(`/frames/${frame}`);
-  await image.decode();
+  let reply, image;
+  try { // through api(), so that a failure shows the server's reason
+    reply = await (await api("GET", sessionUrl(`/frames/${frame}/masks`))).json();
+    image = await createImageBitmap(await (await api("GET", sessionUrl(`/frames/${frame}`))).blob());
+  } catch (err) {
+    if (token === app.loadToken) throw err;
+    return; // a newer request has taken over: its outcome is the one to show
+  }
   if (token !== app.loadToken) return;
   app.image = image;
   showMasks(reply);
