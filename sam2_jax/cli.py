@@ -2,7 +2,7 @@
 generated clip, no files needed), `info`, `eval`, `convert`.
 
 Errors, usage errors included, print one line on stderr and exit with status 1; Ctrl-C (SIGINT) prints
-one line and exits with status 130. Outputs are written complete or not at all: the writers of
+one line and exits with status 130, SIGTERM (`kill`, a job scheduler) likewise with status 143. Outputs are written complete or not at all: the writers of
 `sam2_jax.video` build each one under a temporary name and rename it only when it is finished; a run
 killed outright (SIGKILL) leaves hidden temporary outputs, which the next run writing those outputs
 removes (`open_output`).
@@ -20,7 +20,9 @@ import math
 import os
 import shlex
 import shutil
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -848,20 +850,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the command is, as Ctrl-C raises KeyboardInterrupt: the writers delete their
+    unfinished outputs on the way out."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated
+
+
+@contextlib.contextmanager
+def sigterm_stops_cleanly():
+    """SIGTERM raises `Terminated` meanwhile (in the main thread only, where Python runs signal handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
 def main(argv=None) -> int:
     """The `sam2-jax` command: run the subcommand of `argv`; errors are one line on stderr and status 1."""
     args = None
     try:
-        args = build_parser().parse_args(argv)
-        return args.func(args)
+        with sigterm_stops_cleanly():
+            args = build_parser().parse_args(argv)
+            return args.func(args)
     except UsageError as err:
         print(f"{err.prog}: error: {err} (see {err.prog} --help)", file=sys.stderr)
     except (ValueError, TypeError, OSError) as err:
         print(f"sam2-jax{' ' + args.command if args else ''}: error: {err}", file=sys.stderr)
-    except KeyboardInterrupt:  # Ctrl-C, SIGINT: the writers have deleted their unfinished outputs
-        print(f"sam2-jax{' ' + args.command if args else ''}: interrupted; nothing unfinished was kept",
-              file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:  # SIGINT or SIGTERM: the writers have deleted their unfinished outputs
+        how = "terminated" if isinstance(err, Terminated) else "interrupted"
+        print(f"sam2-jax{' ' + args.command if args else ''}: {how}; nothing unfinished was kept", file=sys.stderr)
+        return 128 + (signal.SIGTERM if isinstance(err, Terminated) else signal.SIGINT)
     return 1
 
 

@@ -58,11 +58,11 @@ def data(tmp_path_factory):
 
 
 def _shell_sigint() -> None:
-    """In the child: SIGINT handled and unblocked, as a shell starts a command. A child inherits an ignored or
-    blocked SIGINT from its parent, and a test worker's may have been changed by other tests in it (seen in CI:
-    both kill tests' runs went on to the end after SIGINT)."""
+    """In the child: SIGINT handled, SIGINT and SIGTERM unblocked, as a shell starts a command. A child inherits
+    an ignored or blocked SIGINT from its parent, and a test worker's may have been changed by other tests in it
+    (seen in CI: both kill tests' runs went on to the end after SIGINT)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
 
 
 class Run:
@@ -123,13 +123,13 @@ def finals(out: Path) -> list[str]:
     return sorted(f"{p.parent.name}/{p.name}" for p in out.glob("*/*") if not p.name.startswith("."))
 
 
-def check_interrupted(run: Run, command: str, status: int) -> None:
-    """Ctrl-C: exit status 130, one line that says so at the end of stderr (after the progress line), no
-    traceback."""
-    assert status == 130, run.stderr
+def check_interrupted(run: Run, command: str, status: int, how: str = "interrupted") -> None:
+    """Ctrl-C (or SIGTERM): exit status 130 (143), one line that says so at the end of stderr (after the
+    progress line), no traceback."""
+    assert status == {"interrupted": 130, "terminated": 143}[how], run.stderr
     assert "Traceback" not in run.stderr, run.stderr
     last = re.split(r"[\r\n]+", run.stderr.strip())[-1]
-    assert last == f"sam2-jax {command}: interrupted; nothing unfinished was kept", run.stderr
+    assert last == f"sam2-jax {command}: {how}; nothing unfinished was kept", run.stderr
 
 
 def same_masks(out: Path, name: str, reference: Path, reference_name: str) -> None:
@@ -216,6 +216,16 @@ def test_track_sigint_keeps_nothing_and_the_rerun_finishes(track_sigint):
     assert f"{FRAMES} frames" in run.stdout  # it had started: the video was read, the model loaded
     assert all(p.name in FORMATS.split(",") for p in left), left  # only the (empty) format folders
     check_outputs(out, "clip", list(range(FRAMES)), (1, 2), SIZE)  # the rerun: every frame, every format
+
+
+def test_track_sigterm_is_a_clean_stop(data, tmp_path):
+    """SIGTERM (`kill`, a job scheduler) stops as Ctrl-C does: status 143, one line, no unfinished output."""
+    out = tmp_path / "out"
+    run = track(data, out, tmp_path / "terminated")
+    run.wait_until(lambda: pngs_in_partials(out, "clip") >= 2)
+    status = run.stop(signal.SIGTERM)
+    check_interrupted(run, "track", status, "terminated")
+    assert all(p.name in FORMATS.split(",") for p in out.rglob("*")), list(out.rglob("*"))
 
 
 def test_track_sigkill_leaves_hidden_partials_that_the_rerun_removes(data, track_sigint, tmp_path):
