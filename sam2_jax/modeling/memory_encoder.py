@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from ..config import Sam2Config
-from .layers import gelu, layer_norm, sine_position_encoding
+from .layers import depthwise_conv, gelu, layer_norm, sine_position_encoding
 
 
 class MaskDownSamplerLayer(nn.Module):
@@ -59,7 +59,8 @@ class MemoryFuserCXBlock(nn.Module):
     def __call__(self, x):
         cfg = self.config
         c, k, p = cfg.memory_fuser_embed_dim, cfg.memory_fuser_kernel_size, cfg.memory_fuser_padding
-        h = nn.Conv(c, (k, k), padding=((p, p), (p, p)), feature_group_count=c, name="depthwise_conv")(x)
+        h = nn.Conv(c, (k, k), padding=((p, p), (p, p)), feature_group_count=c, conv_general_dilated=depthwise_conv,
+                    name="depthwise_conv")(x)
         h = layer_norm(1e-6, name="layer_norm")(h)
         h = gelu(nn.Dense(cfg.memory_fuser_intermediate_dim, name="pointwise_conv1")(h))
         h = nn.Dense(c, name="pointwise_conv2")(h)

@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..modeling.layers import depthwise_taps
+
 
 def conv_by_taps(module: nn.Conv, x):
     """`module(x)` for an `nn.Conv` on (B, H, W, Cin) without input or kernel dilation, with groups of one
@@ -42,12 +44,11 @@ def conv_by_taps(module: nn.Conv, x):
                          f"{module.feature_group_count}")
     if depthwise and oh * ow <= DENSE_DEPTHWISE_POSITIONS:
         out = _dense_depthwise(x, kernel, (sh, sw), (oh, ow))
-    else:
+    elif depthwise:
+        out = depthwise_taps(x, kernel, (sh, sw), (oh, ow))
+    else:  # im2col: the taps side by side on the channel axis, then one matmul
         taps = [x[:, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw] for i in range(kh) for j in range(kw)]
-        if depthwise:
-            out = sum(tap * kernel[t // kw, t % kw, 0] for t, tap in enumerate(taps))
-        else:  # im2col: the taps side by side on the channel axis, then one matmul
-            out = jnp.concatenate(taps, axis=-1) @ kernel.reshape(-1, features)
+        out = jnp.concatenate(taps, axis=-1) @ kernel.reshape(-1, features)
     return out if bias is None else out + bias
 
 
