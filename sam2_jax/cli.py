@@ -2,10 +2,10 @@
 generated clip, no files needed), `info`, `eval`, `convert`.
 
 Errors, usage errors included, print one line on stderr and exit with status 1; Ctrl-C (SIGINT) prints
-one line and exits with status 130, SIGTERM (`kill`, a job scheduler) likewise with status 143. Outputs are written complete or not at all: the writers of
-`sam2_jax.video` build each one under a temporary name and rename it only when it is finished; a run
-killed outright (SIGKILL) leaves hidden temporary outputs, which the next run writing those outputs
-removes (`open_output`).
+one line and exits with status 130, SIGTERM (`kill`, a job scheduler) likewise with status 143. Outputs
+are written complete or not at all: the writers of `sam2_jax.video` build each one under a temporary name
+and rename it only when it is finished; a run killed outright (SIGKILL) leaves hidden temporary outputs,
+which the next run writing those outputs removes (`open_output`).
 """
 
 from __future__ import annotations
