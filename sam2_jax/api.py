@@ -58,7 +58,7 @@ class BatchFeature(dict):
             raise AttributeError(name) from err
 
 
-def _bucket(n: int) -> int:
+def prompt_bucket(n: int) -> int:
     """Round a prompt length up to a power of two so the number of compilations stays small."""
     return 1 << max(n - 1, 0).bit_length()
 
@@ -223,7 +223,7 @@ class Sam2Model(PretrainedModel):
             raise ValueError(f"input_points: expected coordinates in [0, {self.image_size}] (the processor scales "
                              f"them to the model's input size), got {bad.tolist()}")
         n = points.shape[2]
-        pad = _bucket(n) - n
+        pad = prompt_bucket(n) - n
         point_mask = np.pad(np.ones(points.shape[:3], bool), ((0, 0), (0, 0), (0, pad)))
         points = np.pad(points, ((0, 0), (0, 0), (0, pad), (0, 0)))
         labels = np.pad(labels.astype(np.int32), ((0, 0), (0, 0), (0, pad)), constant_values=-1)

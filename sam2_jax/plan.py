@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import tracker
-from .api import _bucket
+from .api import prompt_bucket
 from .config import Sam2Config
 from .tracker import NUM_RECENT, BankShape
 
@@ -274,7 +274,7 @@ class SessionPlan:
             p.write_recent_slot = (planner.ring_slot_for(i, frame_idx) if write and not p.as_cond
                                    else planner.shape.ring)
         n = len(steps)
-        k = _bucket(max(len(p.labels) for p in steps))
+        k = prompt_bucket(max(len(p.labels) for p in steps))
         points = np.zeros((n, k, 2), np.float32)
         labels = np.full((n, k), -1, np.int32)
         point_mask = np.zeros((n, k), bool)
