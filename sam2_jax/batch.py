@@ -294,8 +294,12 @@ def _run_here(args, items: list[Item]) -> tuple[dict, bool]:
     from . import sharding
 
     share = items[index::count]
-    with distributed.stdout_to_stderr() if count > 1 else contextlib.nullcontext():
-        tracker = Tracker(args)
+    with contextlib.ExitStack() as multi_host:
+        if count > 1:
+            multi_host.enter_context(distributed.stdout_to_stderr())
+        tracker = Tracker(args)  # a bad option stops every process alike, with the usual one line
+        if count > 1:
+            multi_host.enter_context(distributed.stop_all_if_one_fails(index, share))
         pending = [item for item in share if item.status == "pending"]
         group_size = args.group_size or 4 * sharding.local_batch(tracker.mesh)
         groups = [pending[start:start + group_size] for start in range(0, len(pending), group_size)]
@@ -360,6 +364,8 @@ class Tracker:
             outputs = sharding.propagate_videos(self.params, self.config, [(v.frames, v.prompts) for _, v in loaded],
                                                 self.mesh, reverse=args.reverse, both_directions=args.both_directions)
         except Exception as err:  # noqa: BLE001 (e.g. out of device memory): this group fails, the next ones run
+            if self.mesh.is_multi_process:  # unless the processes run it together: then they are out of step
+                raise
             for item, _ in loaded:
                 item.fail(f"tracking failed: {type(err).__name__}: {err}")
             return

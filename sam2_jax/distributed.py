@@ -13,7 +13,8 @@ Multi-host JAX: every process runs the same command with its `--process-id`; `ja
 Process I reads manifest items I, I+N, ...; the processes run each batch together, each video on its own
 process's devices (`sharding.propagate_videos`), and each process writes its own videos. The outcomes are
 gathered (a collective over every process's devices) so that each prints the whole summary and process 0
-writes it.
+writes it. When one process dies or fails, the others stop at their next collective with one line each
+(`stop_all_if_one_fails`), and a rerun finishes the work.
 """
 
 from __future__ import annotations
@@ -126,6 +127,27 @@ def gather(items: list, share: list) -> None:
     for reports in process_allgather_json([item.report() for item in share]):
         for report in reports:
             by_line[report["line"]].update(report)
+
+
+@contextlib.contextmanager
+def stop_all_if_one_fails(index: int, share: list):
+    """Around a process's part of a multi-host run: an error in it (a collective whose peer process was
+    killed or lost its connection, or this process's own failure in a batch that all run together) leaves
+    the processes out of step, so this one stops at once, with one line and exit status 1, and the others
+    stop the same way at their next collective. It exits with `os._exit`: jax.distributed's shutdown would
+    wait for the lost process, then abort with a stack trace once its heartbeat times out (100 s). Its
+    finished videos are written; a rerun of the same command finishes the rest."""
+    try:
+        yield
+    except Exception as err:  # noqa: BLE001 (whatever broke the run, the others cannot go on with this one)
+        done = sum(item.status == "done" for item in share)
+        why = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"[:300]
+        print(f"sam2-jax batch: error: the multi-host run broke down ({why}): a process stopped, lost its "
+              f"connection or failed. Process {index} stops with {done} of its {len(share)} videos done; run "
+              f"the same command on every host again to finish the rest", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
 
 
 @contextlib.contextmanager
