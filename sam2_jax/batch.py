@@ -310,7 +310,9 @@ def _run_here(args, items: list[Item]) -> tuple[dict, bool]:
             if item.status != "pending":
                 progress.update(item)
         with contextlib.closing(progress):
-            for group in groups:
+            for step, group in enumerate(groups):
+                if count > 1 and distributed.preempted(step):
+                    raise cli.Terminated  # on every process at this step: "terminated", status 143
                 tracker.track(group)
                 for item in group:
                     progress.update(item)

@@ -891,4 +891,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from sam2_jax import cli  # `python -m`: run the module that the others import, whose exception classes they raise
+
+    sys.exit(cli.main())

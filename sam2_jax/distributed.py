@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import signal
 import socket
 import sys
 import time
@@ -129,6 +130,15 @@ def gather(items: list, share: list) -> None:
             by_line[report["line"]].update(report)
 
 
+def preempted(step: int) -> bool:
+    """Whether every process of the multi-host run has reached `step`, the one at which they all stop after one
+    of them got SIGTERM. jax.distributed takes SIGTERM over (its preemption sync: a notice to every process,
+    then a common step), so each process asks here before each round of groups, the same rounds on all."""
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.reached_preemption_sync_point(step)
+
+
 @contextlib.contextmanager
 def stop_all_if_one_fails(index: int, share: list):
     """Around a process's part of a multi-host run: an error in it (a collective whose peer process was
@@ -136,9 +146,16 @@ def stop_all_if_one_fails(index: int, share: list):
     the processes out of step, so this one stops at once, with one line and exit status 1, and the others
     stop the same way at their next collective. It exits with `os._exit`: jax.distributed's shutdown would
     wait for the lost process, then abort with a stack trace once its heartbeat times out (100 s). Its
-    finished videos are written; a rerun of the same command finishes the rest."""
+    finished videos are written; a rerun of the same command finishes the rest. Ctrl-C stops this process
+    alike (status 130); SIGTERM stops them all together at a common step (`preempted`)."""
     try:
         yield
+    except KeyboardInterrupt as err:
+        if isinstance(err, cli.Terminated):  # raised at the common step: every process leaves the same way
+            raise
+        print("sam2-jax batch: interrupted; nothing unfinished was kept", file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(128 + signal.SIGINT)
     except Exception as err:  # noqa: BLE001 (whatever broke the run, the others cannot go on with this one)
         done = sum(item.status == "done" for item in share)
         why = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"[:300]
