@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import jax
@@ -108,6 +109,16 @@ def in_fresh_process(module: str, function: str, **kwargs):
         subprocess.run([sys.executable, "-c", code, path], check=True, cwd=ROOT)
         with open(path, "rb") as f:
             return pickle.load(f)
+
+
+def best_seconds(fn, repeat: int = 1) -> float:
+    """Best wall time of `repeat` calls of `fn`, in seconds (the best is the least disturbed by other load)."""
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:

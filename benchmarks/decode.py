@@ -15,12 +15,13 @@ import os
 import multiprocessing
 import resource
 import tempfile
-import time
 
 import av
 import numpy as np
 
 from sam2_jax.video import VideoFile
+
+from .common import best_seconds
 
 
 def make_clip(path: str, frames: int, height: int, width: int, gop: int, fps: int = 24) -> None:
@@ -55,16 +56,6 @@ def read_memory(path: str) -> tuple[float, float]:
     return growth / 2**20, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
 
 
-def timed(fn, repeat: int = 1) -> float:
-    """Best wall time of `repeat` calls, in seconds (the best is the least disturbed by other load)."""
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=1000)
@@ -77,14 +68,14 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "clip.mp4")
-        encode_s = timed(lambda: make_clip(path, n, h, w, args.gop))
-        open_s = timed(lambda: VideoFile(path).close(), repeat=3)
+        encode_s = best_seconds(lambda: make_clip(path, n, h, w, args.gop))
+        open_s = best_seconds(lambda: VideoFile(path).close(), repeat=3)
         video = VideoFile(path)
         assert video.num_frames == n, video.num_frames
-        iterate_s = timed(lambda: sum(1 for _ in video), repeat=3)
-        forward_s = timed(lambda: (video.close(), sum(video[i].shape[0] for i in range(n))), repeat=3)
+        iterate_s = best_seconds(lambda: sum(1 for _ in video), repeat=3)
+        forward_s = best_seconds(lambda: (video.close(), sum(video[i].shape[0] for i in range(n))), repeat=3)
         indices = np.random.default_rng(0).integers(0, n, 30).tolist()
-        random_s = timed(lambda: (video.close(), sum(video[i].shape[0] for i in indices)), repeat=2)
+        random_s = best_seconds(lambda: (video.close(), sum(video[i].shape[0] for i in indices)), repeat=2)
         video.close()
         with multiprocessing.get_context("spawn").Pool(1) as pool:
             growth_mib, process_peak_mib = pool.apply(read_memory, (path,))

@@ -14,29 +14,18 @@ first (read from the compiled HLO). Times are the best of `--repeat` calls; writ
 from __future__ import annotations
 
 import argparse
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .common import describe, machine, markdown_table, save, use_cores
+from .common import best_seconds, describe, machine, markdown_table, save, use_cores
 
 SHAPES = {  # name: (M, K, N)
     "square 2048": (2048, 2048, 2048),
     "memory attention scores, 256 queries": (256, 256, 7 * 4096 + 64),
     "memory attention weighted sum, 256 queries": (256, 7 * 4096 + 64, 64),
 }
-
-
-def best_seconds(call, repeat: int) -> float:
-    call()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def xla_converts_to_float32(a, b) -> bool:
@@ -66,8 +55,10 @@ def main() -> None:
             ta, tb = (torch.from_numpy(x).to(getattr(torch, dtype)) for x in (a, b))
             product = jax.jit(jnp.matmul)
             with jax.default_matmul_precision("highest"):
+                product(ja, jb).block_until_ready()  # compiles
                 xla = best_seconds(lambda: product(ja, jb).block_until_ready(), args.repeat)
             with torch.no_grad():
+                torch.matmul(ta, tb)
                 ref = best_seconds(lambda: torch.matmul(ta, tb), args.repeat)
             rates = {"xla": gflop / xla, "torch": gflop / ref}
             results["shapes"].setdefault(name, {})[dtype] = {"gflop": gflop, "gflop_per_s": rates}
