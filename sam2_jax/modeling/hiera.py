@@ -26,8 +26,8 @@ def max_pool(x, stride: tuple[int, int]):
 
 
 def dense_2d(dense: nn.Dense, x):
-    """`dense` on x (..., C) through a (N, C) view: on CPU, XLA's matmuls on the 6-D window layout ran up to 2.5x
-    slower than on the same tokens as one matrix (measured)."""
+    """`dense` on x (..., C) through a (N, C) view: on CPU, XLA's matmul on the 6-D window layout ran 1.6x slower
+    than on the same tokens as one matrix (`attn.proj` of the first block at 1024 px: 23 ms against 14.6)."""
     return dense(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], dense.features)
 
 
