@@ -884,10 +884,17 @@ def main(argv=None) -> int:
     except (ValueError, TypeError, OSError) as err:
         print(f"sam2-jax{' ' + args.command if args else ''}: error: {err}", file=sys.stderr)
     except KeyboardInterrupt as err:  # SIGINT or SIGTERM: the writers have deleted their unfinished outputs
-        how = "terminated" if isinstance(err, Terminated) else "interrupted"
-        print(f"sam2-jax{' ' + args.command if args else ''}: {how}; nothing unfinished was kept", file=sys.stderr)
-        return 128 + (signal.SIGTERM if isinstance(err, Terminated) else signal.SIGINT)
+        line, status = stopped(args.command if args else None, err)
+        print(line, file=sys.stderr)
+        return status
     return 1
+
+
+def stopped(command: str | None, err: KeyboardInterrupt) -> tuple[str, int]:
+    """The one line and the exit status of a command stopped by Ctrl-C (130) or SIGTERM (`Terminated`, 143)."""
+    terminated = isinstance(err, Terminated)
+    return (f"sam2-jax{' ' + command if command else ''}: {'terminated' if terminated else 'interrupted'}; "
+            "nothing unfinished was kept", 128 + (signal.SIGTERM if terminated else signal.SIGINT))
 
 
 if __name__ == "__main__":

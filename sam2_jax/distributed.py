@@ -24,7 +24,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import signal
 import socket
 import sys
 import time
@@ -153,12 +152,14 @@ def stop_all_if_one_fails(index: int, share: list):
     except KeyboardInterrupt as err:
         if isinstance(err, cli.Terminated):  # raised at the common step: every process leaves the same way
             raise
-        print("sam2-jax batch: interrupted; nothing unfinished was kept", file=sys.stderr)
+        line, status = cli.stopped("batch", err)
+        print(line, file=sys.stderr)
         sys.stderr.flush()
-        os._exit(128 + signal.SIGINT)
+        os._exit(status)
     except Exception as err:  # noqa: BLE001 (whatever broke the run, the others cannot go on with this one)
         done = sum(item.status == "done" for item in share)
-        why = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"[:300]
+        message = str(err).strip().splitlines()
+        why = f"{type(err).__name__}: {message[0] if message else ''}"[:300]
         print(f"sam2-jax batch: error: the multi-host run broke down ({why}): a process stopped, lost its "
               f"connection or failed. Process {index} stops with {done} of its {len(share)} videos done; run "
               f"the same command on every host again to finish the rest", file=sys.stderr)
