@@ -23,7 +23,7 @@ import numpy as np
 
 from sam2_jax import weights
 from sam2_jax.config import Sam2Config
-from sam2_jax.modeling.memory_attention import MemoryAttention
+from sam2_jax.models.memory_attention import MemoryAttention
 
 from .common import config_named, describe, machine, use_cores
 

@@ -61,7 +61,7 @@ def measure(folder: str, spec: dict, session: bool) -> dict:
     import jax
 
     from sam2_jax import functional, sharding
-    from sam2_jax.video_api import Sam2VideoModel, Sam2VideoProcessor
+    from sam2_jax import Sam2VideoModel, Sam2VideoProcessor
 
     model = Sam2VideoModel.from_pretrained(folder)
     work = videos(**spec)
@@ -130,7 +130,7 @@ def run(args) -> dict:
     """Every device count (then the GPU) in its own process, `--rounds` times over."""
     import jax
 
-    from sam2_jax.video_api import Sam2VideoModel
+    from sam2_jax import Sam2VideoModel
 
     spec = dict(count=args.videos, frames=args.frames, height=args.height, width=args.width, objects=args.objects)
     config = _config(args.config, args.image_size)

@@ -6,7 +6,7 @@ Ray cluster (the overhead of Ray), and the time from killing an actor mid-write 
 
 The packaged model (sam2-jax-shapes, 128 px) on `--videos` generated videos (moving discs,
 `common.moving_shapes`, each starting at another time, folders of PNGs), one click per object on frame 0,
-davis output. Every run is the whole command in a fresh process (`python -m sam2_jax.cli batch`: JAX
+davis output. Every run is the whole command in a fresh process (`python -m sam2_jax.commands batch`: JAX
 import, model load, compilation from a warm compilation cache, tracking, writing) into an empty --out;
 the Ray runs connect to one local cluster (`ray.init(num_cpus=2)`) started here beforehand, so their time
 includes the actors' start (each imports JAX, loads the model and compiles) but not the cluster's. An
@@ -53,7 +53,7 @@ def make_manifest(folder: Path, count: int, frames: int, height: int, width: int
 def batch(manifest: Path, out: Path, cache: Path, *extra: str, kill: bool = False) -> dict:
     """`sam2-jax batch` in a fresh process: its wall seconds and summary; with `kill`, the seconds from
     killing an actor mid-write to that video's output complete."""
-    command = [sys.executable, "-m", "sam2_jax.cli", "batch", str(manifest), "--model", "sam2-jax-shapes", "--out",
+    command = [sys.executable, "-m", "sam2_jax.commands", "batch", str(manifest), "--model", "sam2-jax-shapes", "--out",
                str(out), "--compile-cache", str(cache), *extra]
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)

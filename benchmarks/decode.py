@@ -19,7 +19,7 @@ import tempfile
 import av
 import numpy as np
 
-from sam2_jax.video import VideoFile
+from sam2_jax.io.frames import VideoFile
 
 from .common import best_seconds
 

@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 
-from sam2_jax.video_api import Sam2VideoModel, Sam2VideoProcessor
+from sam2_jax import Sam2VideoModel, Sam2VideoProcessor
 
 from .common import MIB, available_memory, config_named, describe, device_memory, in_fresh_process, machine, \
     markdown_table, moving_shapes, rss, save, use_cores

@@ -20,10 +20,10 @@ import time
 import numpy as np
 
 from sam2_jax import Sam2AutomaticMaskGenerator, Sam2AutomaticVideoTracker, Sam2VideoModel, Sam2VideoProcessor
-from sam2_jax.automatic_video import image_model
+from sam2_jax.automatic.video import image_model
 from sam2_jax.cli import _interior_point
-from sam2_jax.data import generate_clip
-from sam2_jax.evaluation import evaluate_sequence
+from sam2_jax.io.clips import generate_clip
+from sam2_jax.io.evaluation import evaluate_sequence
 
 from .common import describe, machine, markdown_table, save
 

@@ -23,7 +23,7 @@ def _child(config_name: str, objects: int, frames: int, cache: str) -> dict:
 
     from benchmarks.common import moving_shapes
     from sam2_jax import functional
-    from sam2_jax.video_api import Sam2VideoModel
+    from sam2_jax import Sam2VideoModel
 
     jax.config.update("jax_compilation_cache_dir", cache)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

@@ -38,9 +38,9 @@ import time
 import jax
 import numpy as np
 
+from sam2_jax import Sam2VideoInferenceSession, Sam2VideoModel, Sam2VideoProcessor
 from sam2_jax.config import small_config
-from sam2_jax.video_api import Sam2VideoInferenceSession, Sam2VideoModel, Sam2VideoProcessor, \
-    release_free_host_memory
+from sam2_jax.runtime import release_free_host_memory
 
 from .common import MIB, describe, device_memory, in_fresh_process, machine, markdown_table, moving_shapes, rss, \
     save, use_cores

@@ -20,9 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sam2_jax import tracker
-from sam2_jax.modeling.sam2_video import Sam2VideoModule
-from sam2_jax.video_api import Sam2VideoModel
+from sam2_jax.tracking import tracker
+from sam2_jax.models.sam2_video import Sam2VideoModule
+from sam2_jax import Sam2VideoModel
 
 from .common import config_named, describe, machine, markdown_table, use_cores
 

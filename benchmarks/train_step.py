@@ -37,7 +37,7 @@ def _original_trainer(config, corrections: int, freeze: tuple):
 
     from convert.original import to_transformers
     from sam2_jax import weights
-    from sam2_jax.video_api import Sam2VideoModel
+    from sam2_jax import Sam2VideoModel
     from tests.original_trainer import build_original_trainer
     from tests.reference import randomize_
 

@@ -38,7 +38,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from sam2_jax.video_api import Sam2VideoModel, Sam2VideoProcessor
+from sam2_jax import Sam2VideoModel, Sam2VideoProcessor
 
 from .common import MIB, config_named, describe, device_memory, in_fresh_process, machine, markdown_table, \
     moving_shapes, rss, save, use_cores

@@ -50,7 +50,7 @@ def jax_logits(folder: str | os.PathLike, inputs: dict[str, np.ndarray]) -> np.n
     """Mask logits (B,P,3,h,w) of sam2-jax's `Sam2Model` loaded from `folder`, on `inputs`."""
     import jax
 
-    from sam2_jax.api import Sam2Model
+    from sam2_jax import Sam2Model
 
     with jax.default_matmul_precision("highest"):
         return np.asarray(Sam2Model.from_pretrained(folder)(**inputs, multimask_output=True).pred_masks)

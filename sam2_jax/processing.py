@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from .modeling.layers import antialias_taps, bilinear_matrix
+from .models.layers import antialias_taps, bilinear_matrix
 
 POINT_PAD_VALUE = -10  # transformers' pad for ragged point and label lists (a zero token in the model)
 VALID_LABELS = (POINT_PAD_VALUE, -1, 0, 1, 2, 3)  # pad, not-a-point, negative, positive, box corners

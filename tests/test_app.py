@@ -33,8 +33,9 @@ if CHROMIUM is None:
 
 from sam2_jax import Sam2VideoModel, Sam2VideoProcessor  # noqa: E402
 from sam2_jax.app import server  # noqa: E402
-from sam2_jax.data import generate_clip  # noqa: E402
-from sam2_jax.video import make_writer, open_video  # noqa: E402
+from sam2_jax.io.clips import generate_clip  # noqa: E402
+from sam2_jax.io.frames import open_video  # noqa: E402
+from sam2_jax.io.writers import make_writer
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "sam2-jax-shapes"

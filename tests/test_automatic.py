@@ -30,9 +30,10 @@ from torchvision.ops import batched_nms
 from convert.__main__ import main as convert
 from reference import randomize_
 from sam2_jax import Sam2Model
-from sam2_jax import automatic
-from sam2_jax.automatic import Sam2AutomaticMaskGenerator
+from sam2_jax.automatic import masks as automatic
+from sam2_jax.automatic.masks import Sam2AutomaticMaskGenerator
 from sam2_jax.config import Sam2Config, small_config
+from sam2_jax.io.writers import rle_counts
 
 INPUT_SIZE = 512  # the model's input size in these tests (the released models take 1024)
 
@@ -266,7 +267,7 @@ def test_rle_matches_amg():
     rng = np.random.default_rng(2)
     for mask in (rng.random((7, 5)) > 0.5, np.ones((3, 4), bool), np.zeros((4, 3), bool)):
         expected = amg.mask_to_rle_pytorch(torch.from_numpy(mask)[None])[0]
-        assert automatic.rle_counts(mask) == expected["counts"]
+        assert rle_counts(mask) == expected["counts"]
         assert amg.area_from_rle(expected) == mask.sum()
 
 

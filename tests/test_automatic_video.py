@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 from sam2_jax import Sam2AutomaticMaskGenerator, Sam2AutomaticVideoTracker, Sam2VideoModel, Sam2VideoProcessor
-from sam2_jax import cli
-from sam2_jax.automatic_video import image_model
-from sam2_jax.data import generate_clip
+from sam2_jax.commands.main import main
+from sam2_jax.automatic.video import image_model
+from sam2_jax.io.clips import generate_clip
 
 MODEL = "sam2-jax-shapes"
 SETTINGS = dict(points_per_side=8, pred_iou_thresh=0.5, stability_score_thresh=0.8)  # the shapes model's masks pass
@@ -131,7 +131,7 @@ def test_track_auto_writes_the_apis_masks(tracked, processor, video, tmp_path, c
     argv = ["track", str(folder), "--model", MODEL, "--auto", "--auto-every", str(APPEAR), "--out",
             str(tmp_path / "out"), "--compile-cache", "off", "--points-per-side", "8", "--pred-iou-thresh", "0.5",
             "--stability-score-thresh", "0.8"]
-    assert cli.main(argv) == 0
+    assert main(argv) == 0
     printed = capsys.readouterr().out
     tracker, outputs = tracked
     assert f"found object(s) {[s.obj_id for s in tracker.seeds if s.frame_idx == APPEAR]} on frame {APPEAR}" in printed
@@ -154,7 +154,7 @@ def test_track_auto_bad_options(extra, message, video, tmp_path, capsys):
     folder = tmp_path / "clip"
     folder.mkdir()
     Image.fromarray(video[0]).save(folder / "00000.png")
-    assert cli.main(["track", str(folder), "--model", MODEL, "--auto", "--out", str(tmp_path / "out"), *extra]) != 0
+    assert main(["track", str(folder), "--model", MODEL, "--auto", "--out", str(tmp_path / "out"), *extra]) != 0
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
@@ -163,5 +163,5 @@ def test_auto_options_need_auto(video, tmp_path, capsys):
     folder = tmp_path / "clip"
     folder.mkdir()
     Image.fromarray(video[0]).save(folder / "00000.png")
-    assert cli.main(["track", str(folder), "--model", MODEL, "--point", "3,4", "--max-objects", "2"]) == 1
+    assert main(["track", str(folder), "--model", MODEL, "--point", "3,4", "--max-objects", "2"]) == 1
     assert "--max-objects: only applies with --auto" in capsys.readouterr().err

@@ -20,7 +20,7 @@ from PIL import Image
 
 from sam2_jax import Sam2Model, Sam2Processor, Sam2VideoModel, Sam2VideoProcessor
 from sam2_jax.processing import prepare_prompts
-from sam2_jax.video import VideoError
+from sam2_jax.io.frames import VideoError
 
 MODEL = "sam2-jax-shapes"  # the packaged model: 128 px, fast to compile
 SIZE = 128

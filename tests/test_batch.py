@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sam2_jax import cli
+from sam2_jax.commands.demo import interior_point
+from sam2_jax.commands.main import main
 from sam2_jax.config import small_config
-from sam2_jax.data import generate_clip
-from sam2_jax.video import make_writer
-from sam2_jax.video_api import Sam2VideoModel
+from sam2_jax.io.clips import generate_clip
+from sam2_jax.io.writers import make_writer
+from sam2_jax import Sam2VideoModel
 from test_cli import cache, check_outputs, davis_frames, files  # noqa: F401 (cache is a fixture)
 
 FORMATS = "davis,sav,coco,overlay"
@@ -50,7 +51,7 @@ def data(tmp_path_factory):
         Image.fromarray((clip.masks[2, 1] * 255).astype(np.uint8)).save(root / "masks" / f"{name}.png")
         ys, xs = np.nonzero(clip.masks[0, 0])
         prompts[name] = [
-            {"obj_id": 1, "points": [list(cli._interior_point(clip.masks[0, 0])), [2, 2]], "labels": [1, 0]},
+            {"obj_id": 1, "points": [list(interior_point(clip.masks[0, 0])), [2, 2]], "labels": [1, 0]},
             {"frame": 0, "obj_id": 1, "box": [int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())]},
             {"frame": 2, "obj_id": 2, "mask": f"masks/{name}.png"}]
         lines.append(json.dumps({"video": video, "prompts": prompts[name]}))
@@ -59,7 +60,7 @@ def data(tmp_path_factory):
 
 
 def batch(*args, cache: str) -> int:
-    return cli.main(["batch", *map(str, args), "--compile-cache", cache])
+    return main(["batch", *map(str, args), "--compile-cache", cache])
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +100,7 @@ def test_batch_masks_equal_track(data, first_run, tmp_path, cache):
     for name, num_frames, _, _ in VIDEOS:
         (root / f"{name}.json").write_text(json.dumps(prompts[name]))
         video = root / name if name.startswith("frames") else root / f"{name}.mp4"
-        assert cli.main(["track", str(video), "--model", str(root / "checkpoint"), "--prompts",
+        assert main(["track", str(video), "--model", str(root / "checkpoint"), "--prompts",
                          str(root / f"{name}.json"), "--out", str(tmp_path), "--compile-cache", cache]) == 0
         assert davis_frames(tmp_path / "davis" / name) == list(range(num_frames))
         for t in range(num_frames):
@@ -188,7 +189,7 @@ def test_bad_input_before_any_work_is_one_line(data, tmp_path, capsys, cache):
 
 def test_help_documents_the_manifest(capsys):
     with pytest.raises(SystemExit):
-        cli.main(["batch", "--help"])
+        main(["batch", "--help"])
     text = capsys.readouterr().out
     for phrase in ('"video"', '"prompts"', "relative to the manifest", "--object-shards", "--both-directions",
                    "batch_summary.json", "Exit status: 1 when any video failed"):

@@ -20,9 +20,11 @@ import pytest
 from PIL import Image
 from pycocotools import mask as coco_mask
 
-from sam2_jax import cli
-from sam2_jax.data import generate_clip
-from sam2_jax.video import make_writer
+from sam2_jax.commands.demo import interior_point
+from sam2_jax.commands.main import main
+from sam2_jax.commands.progress import progress_bar
+from sam2_jax.io.clips import generate_clip
+from sam2_jax.io.writers import make_writer
 
 FRAMES = 8
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools
@@ -44,7 +46,7 @@ def demo(tmp_path_factory, cache):
     out = tmp_path_factory.mktemp("demo")
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(io.StringIO()):
-        status = cli.main(["demo", "--out", str(out), "--frames", str(FRAMES), "--image-size", "128",
+        status = main(["demo", "--out", str(out), "--frames", str(FRAMES), "--image-size", "128",
                            "--random-weights", "--compile-cache", cache])
     assert status == 0
     return out, stdout.getvalue()
@@ -65,14 +67,14 @@ def clip_video(tmp_path_factory):
 
 
 def track(*args, cache: str, **kwargs) -> int:
-    return cli.main(["track", *map(str, args), "--compile-cache", cache])
+    return main(["track", *map(str, args), "--compile-cache", cache])
 
 
 def clicks(clip, frame: int = 0) -> list[str]:
     """One click per object at its centre on `frame`: --frame F --obj 1 --point x,y --obj 2 ..."""
     argv = ["--frame", str(frame)]
     for obj_id, mask in zip(clip.obj_ids, clip.masks[frame]):
-        argv += ["--obj", str(obj_id), "--point", "{},{}".format(*cli._interior_point(mask))]
+        argv += ["--obj", str(obj_id), "--point", "{},{}".format(*interior_point(mask))]
     return argv
 
 
@@ -144,7 +146,7 @@ def test_demo_tracks_scores_and_writes_every_format(demo):
 
 def test_demo_tracks_with_the_packaged_model(tmp_path, capsys, cache):
     """Without --random-weights the demo tracks with the trained sam2-jax-shapes, named on the command line."""
-    assert cli.main(["demo", "--out", str(tmp_path), "--frames", str(FRAMES), "--compile-cache", cache]) == 0
+    assert main(["demo", "--out", str(tmp_path), "--frames", str(FRAMES), "--compile-cache", cache]) == 0
     printed = capsys.readouterr().out
     assert "--model sam2-jax-shapes" in printed and not (tmp_path / "checkpoint").exists()
     tracked, copied = (float(v) for v in re.search(r"tracked ([\d.]+) .*first mask ([\d.]+)", printed).groups())
@@ -174,7 +176,7 @@ def test_track_prompts_json_with_points_box_and_mask(demo, clip_video, tmp_path,
     Image.fromarray((clip.masks[2, 1] * 255).astype(np.uint8)).save(tmp_path / "obj2.png")
     ys, xs = np.nonzero(clip.masks[0, 0])
     prompts = [
-        {"obj_id": 1, "points": [list(cli._interior_point(clip.masks[0, 0]))], "labels": [1]},
+        {"obj_id": 1, "points": [list(interior_point(clip.masks[0, 0]))], "labels": [1]},
         {"frame": 0, "obj_id": 1, "box": [int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())]},
         {"frame": 2, "obj_id": 2, "mask": "obj2.png"},
     ]
@@ -320,7 +322,7 @@ def test_console_script(demo, tmp_path):
 
 def test_help_documents_prompts_and_formats(capsys):
     with pytest.raises(SystemExit) as exit:
-        cli.main(["track", "--help"])
+        main(["track", "--help"])
     assert exit.value.code == 0
     text = capsys.readouterr().out
     for phrase in ("--point X,Y[,LABEL]", "--prompts FILE.json", '"obj_id"', "davis", "sav", "coco", "overlay",
@@ -329,15 +331,15 @@ def test_help_documents_prompts_and_formats(capsys):
 
 
 def test_usage_errors_exit_1(capsys):
-    assert cli.main(["track"]) == 1
+    assert main(["track"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "required" in err
-    assert cli.main(["nonsense"]) == 1
+    assert main(["nonsense"]) == 1
 
 
 def test_progress_line_without_tqdm(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "tqdm", None)
-    bar = cli.progress_bar(3)
+    bar = progress_bar(3)
     for _ in range(3):
         bar.update(1)
     bar.close()

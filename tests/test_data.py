@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sam2_jax.data import Clip, DavisDataset, SavDataset, generate_clip, write_clip_davis
-from sam2_jax.video import SavWriter
+from sam2_jax.io.clips import Clip, generate_clip, write_clip_davis
+
+from sam2_jax.io.datasets import DavisDataset, SavDataset
+from sam2_jax.io.writers import SavWriter
 
 
 def test_same_seed_same_clip_other_seed_other_clip():

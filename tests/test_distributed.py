@@ -22,8 +22,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from sam2_jax import cli
-from sam2_jax.data import generate_clip
+from sam2_jax.commands.demo import interior_point
+from sam2_jax.commands.main import main
+from sam2_jax.io.clips import generate_clip
 from test_cli import files
 
 MODEL, FORMATS = "sam2-jax-shapes", "davis,coco"
@@ -41,7 +42,7 @@ def data(tmp_path_factory):
         (root / name).mkdir()
         for t, frame in enumerate(clip.frames):
             Image.fromarray(frame).save(root / name / f"{t:05d}.png")
-        prompts = [{"obj_id": obj_id, "points": [list(cli._interior_point(mask))]}
+        prompts = [{"obj_id": obj_id, "points": [list(interior_point(mask))]}
                    for obj_id, mask in zip(clip.obj_ids, clip.masks[0])]
         lines.append(json.dumps({"video": name, "prompts": prompts}))
     lines.insert(5, json.dumps({"video": "missing", "prompts": [{"points": [[5, 5]]}]}))
@@ -54,7 +55,7 @@ def batch(root: Path, out: Path, *args) -> tuple[int, dict | None, str]:
     """`sam2-jax batch` on the manifest in this process: (exit status, printed summary, stderr)."""
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        status = cli.main(["batch", str(root / "manifest.jsonl"), "--model", MODEL, "--out", str(out), "--format",
+        status = main(["batch", str(root / "manifest.jsonl"), "--model", MODEL, "--out", str(out), "--format",
                            FORMATS, "--compile-cache", str(root / "cache"), *map(str, args)])
     return status, json.loads(stdout.getvalue()) if stdout.getvalue() else None, stderr.getvalue()
 
@@ -174,7 +175,7 @@ def test_two_jax_processes_split_the_manifest(data, single, tmp_path):
     for index in range(2):
         log = tmp_path / f"process_{index}"
         runs.append((log, subprocess.Popen(
-            [sys.executable, "-m", "sam2_jax.cli", "batch", str(data / "manifest.jsonl"), "--model", MODEL,
+            [sys.executable, "-m", "sam2_jax.commands", "batch", str(data / "manifest.jsonl"), "--model", MODEL,
              "--out", str(out), "--format", FORMATS, "--compile-cache", str(data / "cache"), "--coordinator",
              address, "--num-processes", "2", "--process-id", str(index), "--coordinator-timeout", "60",
              "--group-size", "1"],
@@ -202,7 +203,7 @@ def test_a_stopped_process_stops_the_others_with_one_line(data, single, tmp_path
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     errs = [tmp_path / f"process_{index}.err" for index in range(2)]
     processes = [subprocess.Popen(
-        [sys.executable, "-m", "sam2_jax.cli", "batch", str(data / "manifest.jsonl"), "--model", MODEL, "--out",
+        [sys.executable, "-m", "sam2_jax.commands", "batch", str(data / "manifest.jsonl"), "--model", MODEL, "--out",
          str(out), "--format", FORMATS, "--compile-cache", str(data / "cache"), "--coordinator", address,
          "--num-processes", "2", "--process-id", str(index), "--coordinator-timeout", "60", "--group-size", "1"],
         stdout=subprocess.DEVNULL, stderr=open(errs[index], "w"), env=env) for index in range(2)]
@@ -253,7 +254,7 @@ def test_bad_input_is_one_line_before_any_work(data, tmp_path):
         args = [*map(str, args)] + ([] if "--out" in args else ["--out", str(tmp_path / "out")])
         stderr = io.StringIO()
         with contextlib.redirect_stderr(stderr):
-            assert cli.main(["batch", *args, "--model", MODEL]) == 1, name
+            assert main(["batch", *args, "--model", MODEL]) == 1, name
         err = stderr.getvalue()
         assert err.count("\n") == 1 and phrase in err, (name, err)
         assert not files(tmp_path / "out"), name
@@ -261,7 +262,7 @@ def test_bad_input_is_one_line_before_any_work(data, tmp_path):
 
 def test_the_extras_are_imported_only_when_asked_for():
     """Plain `batch` (and `sam2-jax --help`) import neither ray nor jax.distributed's collectives."""
-    script = ("import sys; from sam2_jax import cli; cli.build_parser(); "
+    script = ("import sys; from sam2_jax.commands.main import build_parser; build_parser(); "
               "assert 'ray' not in sys.modules and 'jax.experimental.multihost_utils' not in sys.modules")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

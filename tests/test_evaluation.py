@@ -9,19 +9,10 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy import ndimage
 
-from sam2_jax.data import generate_clip, write_clip_davis
-from sam2_jax.evaluation import (
-    EvalResult,
-    boundary_f_measure,
-    boundary_map,
-    bound_radius,
-    evaluate_folder,
-    evaluate_sequence,
-    format_table,
-    main,
-    region_similarity,
-)
-from sam2_jax.video import DavisWriter, SavWriter
+from sam2_jax.io.clips import generate_clip, write_clip_davis
+from sam2_jax.io.evaluation import EvalResult, boundary_f_measure, boundary_map, bound_radius, evaluate_folder, evaluate_sequence, format_table, region_similarity
+from sam2_jax.commands.main import main as sam2_jax_main
+from sam2_jax.io.writers import DavisWriter, SavWriter
 
 
 def square(shift=0, size=20):
@@ -277,14 +268,14 @@ def test_main_prints_the_table_and_writes_json(tmp_path, capsys):
     write_sav(tmp_path / "gt", "vid", gt, [1, 2])
     write_sav(tmp_path / "pred", "vid", gt, [1, 2])
     out = tmp_path / "scores.json"
-    assert main([str(tmp_path / "pred"), str(tmp_path / "gt"), "--format", "sav", "--json", str(out)]) == 0
+    assert sam2_jax_main(["eval", str(tmp_path / "pred"), str(tmp_path / "gt"), "--format", "sav", "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "vid" in printed and "global" in printed and "1.000" in printed
     assert json.loads(out.read_text())["J&F"] == 1.0
 
 
 def test_main_reports_a_missing_folder_in_one_line(tmp_path, capsys):
-    assert main([str(tmp_path / "missing"), str(tmp_path)]) == 1
+    assert sam2_jax_main(["eval", str(tmp_path / "missing"), str(tmp_path)]) == 1
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.count("\n") == 1

@@ -19,8 +19,8 @@ from test_image_model import CASES, _pixels, _run_both, make_models
 from test_video_model import ONE_CLICK, Pair, _run, _video, run_flow
 
 from sam2_jax.config import small_config
-from sam2_jax.modeling import layers
-from sam2_jax.video_api import Sam2VideoModel
+from sam2_jax.models import layers
+from sam2_jax import Sam2VideoModel
 
 TORCH_DEVICE = "cuda" if GPU_TESTS_ON == "gpu" else "cpu"
 ON_CPU_AND_GPU = pytest.mark.parametrize("device", ["cpu", pytest.param("gpu", marks=pytest.mark.gpu)])

@@ -1,4 +1,4 @@
-"""Parity of `sam2_jax.modeling.hiera` with transformers `Sam2VisionModel` (Hiera trunk `Sam2HieraDetModel`
+"""Parity of `sam2_jax.models.hiera` with transformers `Sam2VisionModel` (Hiera trunk `Sam2HieraDetModel`
 and FPN neck `Sam2VisionNeck`), on randomised weights (pos_embed and pos_embed_window included)."""
 
 import jax
@@ -9,7 +9,7 @@ from reference import assert_close, hf_config, randomize_, state_dict_numpy, to_
 
 from sam2_jax import weights
 from sam2_jax.config import HieraConfig, Sam2Config, replace, small_config
-from sam2_jax.modeling.hiera import VisionEncoder, position_embedding
+from sam2_jax.models.hiera import VisionEncoder, position_embedding
 
 
 def _run_both(config, batch: int, seed: int = 0):

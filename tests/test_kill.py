@@ -19,10 +19,11 @@ from pathlib import Path
 import av
 import pytest
 
-from sam2_jax import cli
-from sam2_jax.data import generate_clip
-from sam2_jax.video import make_writer
-from sam2_jax.video_api import Sam2VideoModel
+from sam2_jax.commands.demo import interior_point
+from sam2_jax.commands.outputs import lock_partial, open_output, output_paths, remove_stale_partials
+from sam2_jax.io.clips import generate_clip
+from sam2_jax.io.writers import make_writer
+from sam2_jax import Sam2VideoModel
 from test_cli import check_outputs, files
 from test_threads import tiny_config
 
@@ -46,7 +47,7 @@ def data(tmp_path_factory):
         with make_writer("overlay", path, fps=8.0) as writer:
             for t, frame in enumerate(frames):
                 writer.write(t, {}, frame=frame)
-    prompts = [{"obj_id": obj_id, "points": [list(cli._interior_point(mask))]}
+    prompts = [{"obj_id": obj_id, "points": [list(interior_point(mask))]}
                for obj_id, mask in zip(clip.obj_ids, clip.masks[0])]
     (root / "prompts.json").write_text(json.dumps(prompts))
     for name in VIDEOS[1:]:
@@ -115,7 +116,7 @@ def pngs_in_partials(out: Path, name: str) -> int:
 
 def done(out: Path, name: str) -> bool:
     """All four outputs of `name` are under their final names."""
-    return all(p.exists() for p in cli.output_paths(out, name, FORMATS.split(",")).values())
+    return all(p.exists() for p in output_paths(out, name, FORMATS.split(",")).values())
 
 
 def finals(out: Path) -> list[str]:
@@ -136,8 +137,8 @@ def same_masks(out: Path, name: str, reference: Path, reference_name: str) -> No
     """The mask outputs (davis, sav, coco) of `name` under `out` hold the same files with the same bytes as
     those of `reference_name` under `reference`. (The overlay is not compared: x264's multithreaded
     encoding differs from run to run; `check_outputs` counts its frames.)"""
-    paths = cli.output_paths(out, name, ("davis", "sav", "coco")).values()
-    references = cli.output_paths(reference, reference_name, ("davis", "sav", "coco")).values()
+    paths = output_paths(out, name, ("davis", "sav", "coco")).values()
+    references = output_paths(reference, reference_name, ("davis", "sav", "coco")).values()
     for ours, theirs in zip(paths, references):
         if theirs.is_file():
             assert ours.read_bytes() == theirs.read_bytes(), ours
@@ -150,7 +151,7 @@ def same_masks(out: Path, name: str, reference: Path, reference_name: str) -> No
 
 def check_outputs_of(out: Path, name: str, format: str) -> None:
     """One output of `name`, read back: all BATCH_FRAMES frames are in it."""
-    path = cli.output_paths(out, name, [format])[format]
+    path = output_paths(out, name, [format])[format]
     if format == "davis":
         assert len(list(path.glob("*.png"))) == BATCH_FRAMES
     elif format == "sav":
@@ -163,7 +164,7 @@ def check_outputs_of(out: Path, name: str, format: str) -> None:
 
 
 def test_only_unlocked_partials_are_stale(tmp_path):
-    """A run holds a lock on each temporary output it writes (`cli.open_output`); `remove_stale_partials`
+    """A run holds a lock on each temporary output it writes (`open_output`); `remove_stale_partials`
     deletes those of the output's name that nobody holds, and nothing else."""
     davis, coco = tmp_path / "davis", tmp_path / "coco"
     stale, live, other = davis / ".clip.k1ll3d00.partial", davis / ".clip.runn1ng0.partial", davis / ".clip2.x.partial"
@@ -173,15 +174,15 @@ def test_only_unlocked_partials_are_stale(tmp_path):
     coco.mkdir()
     (coco / ".clip.json.k1ll3d00.partial.json").write_text("[")
     (coco / "clip.json").write_text("[]")
-    held = cli.lock_partial(live)  # as a live run holds it (flock: another open of the file is another holder)
+    held = lock_partial(live)  # as a live run holds it (flock: another open of the file is another holder)
     try:
-        cli.remove_stale_partials(davis / "clip")
-        cli.remove_stale_partials(coco / "clip.json")
+        remove_stale_partials(davis / "clip")
+        remove_stale_partials(coco / "clip.json")
         assert sorted(p.name for p in davis.iterdir()) == sorted([other.name, live.name])
         assert [p.name for p in coco.iterdir()] == ["clip.json"]
-        with cli.open_output("davis", davis / "clip") as writer:  # its own temporary output is held too
-            assert writer._tmp.is_dir() and cli.lock_partial(writer._tmp) is None
-            cli.remove_stale_partials(davis / "clip")
+        with open_output("davis", davis / "clip") as writer:  # its own temporary output is held too
+            assert writer._tmp.is_dir() and lock_partial(writer._tmp) is None
+            remove_stale_partials(davis / "clip")
             assert writer._tmp.is_dir() and live.is_dir()
     finally:
         os.close(held)
@@ -286,7 +287,7 @@ def test_batch_sigkill_then_the_rerun_finishes(data, batch_sigint, tmp_path):
     assert run.stop(signal.SIGKILL) == -signal.SIGKILL
     vb_done = done(out, "vb")
     for name in VIDEOS:  # whatever is under a final name is complete
-        for f, path in cli.output_paths(out, name, FORMATS.split(",")).items():
+        for f, path in output_paths(out, name, FORMATS.split(",")).items():
             if path.exists():
                 check_outputs_of(out, name, f)
     left = partials(out)

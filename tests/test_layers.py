@@ -1,4 +1,4 @@
-"""`sam2_jax.modeling.layers.attention` against torch `F.scaled_dot_product_attention` (float64): query blocks,
+"""`sam2_jax.models.layers.attention` against torch `F.scaled_dot_product_attention` (float64): query blocks,
 masks, leading axes, narrow values; and the cuDNN path's key compaction, checked on the CPU."""
 
 import jax
@@ -8,7 +8,7 @@ import pytest
 import torch
 from reference import assert_close
 
-from sam2_jax.modeling import layers
+from sam2_jax.models import layers
 
 
 def _case(lq=1100, lk=300, heads=2, d=16, dv=8, seed=0):

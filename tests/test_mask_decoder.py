@@ -1,4 +1,4 @@
-"""Parity of `sam2_jax.modeling.mask_decoder.MaskDecoder` with transformers `Sam2VideoMaskDecoder` (and
+"""Parity of `sam2_jax.models.mask_decoder.MaskDecoder` with transformers `Sam2VideoMaskDecoder` (and
 `Sam2MaskDecoder`), randomised weights and random inputs: multimask on, off with the stability fallback
 taken and not taken, several prompts per image, ragged prompts padded with -10, and our `sparse_mask`."""
 
@@ -15,8 +15,8 @@ from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoMaskDeco
 
 from sam2_jax import weights
 from sam2_jax.config import MaskDecoderConfig, replace, small_config
-from sam2_jax.modeling.mask_decoder import MaskDecoder
-from sam2_jax.modeling.prompt_encoder import PromptEncoder
+from sam2_jax.models.mask_decoder import MaskDecoder
+from sam2_jax.models.prompt_encoder import PromptEncoder
 from reference import assert_close, hf_config, randomize_, state_dict_numpy
 
 CFG = small_config()  # 16 x 16 image embeddings, masks at 64 x 64

@@ -1,4 +1,4 @@
-"""Parity of `sam2_jax.modeling.memory_encoder` and `sam2_jax.modeling.memory_attention` with transformers
+"""Parity of `sam2_jax.models.memory_encoder` and `sam2_jax.models.memory_attention` with transformers
 `Sam2VideoMemoryEncoder` (as `Sam2VideoModel._encode_new_memory` calls it), `Sam2VideoMemoryAttention` (as
 `_prepare_memory_conditioned_features` calls it) and `_process_object_pointers`, on randomised weights."""
 
@@ -15,8 +15,8 @@ from transformers.models.sam2_video import modeling_sam2_video as hf
 
 from sam2_jax import weights
 from sam2_jax.config import small_config
-from sam2_jax.modeling.memory_attention import MemoryAttention, get_1d_sine_pe, object_pointer_tokens
-from sam2_jax.modeling.memory_encoder import MemoryEncoder, memory_mask_input
+from sam2_jax.models.memory_attention import MemoryAttention, get_1d_sine_pe, object_pointer_tokens
+from sam2_jax.models.memory_encoder import MemoryEncoder, memory_mask_input
 
 def _params(prefix, module, hf_module, *example):
     """Our params from the transformers submodule's weights under their full-model keys `prefix.*`,

@@ -1,4 +1,4 @@
-"""Parity of `sam2_jax.modeling.prompt_encoder.PromptEncoder` with transformers `Sam2VideoPromptEncoder` and
+"""Parity of `sam2_jax.models.prompt_encoder.PromptEncoder` with transformers `Sam2VideoPromptEncoder` and
 `Sam2PromptEncoder` (`_embed_points`, `_embed_boxes`, `forward`), randomised weights and random prompts."""
 
 import functools
@@ -13,7 +13,7 @@ from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoPromptEn
 
 from sam2_jax import weights
 from sam2_jax.config import replace, small_config
-from sam2_jax.modeling.prompt_encoder import PromptEncoder
+from sam2_jax.models.prompt_encoder import PromptEncoder
 from reference import assert_close, hf_config, randomize_, state_dict_numpy
 
 CFG = small_config()  # image 256: embeddings 16 x 16, mask prompts 64 x 64

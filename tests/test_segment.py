@@ -16,14 +16,19 @@ import pytest
 from PIL import Image
 from pycocotools import mask as coco_mask
 
-from sam2_jax import Sam2AutomaticMaskGenerator, Sam2Model, Sam2Processor, cli, segment
-from sam2_jax.data import generate_clip
+from sam2_jax import Sam2AutomaticMaskGenerator, Sam2Model, Sam2Processor
+from sam2_jax.commands.demo import interior_point
+from sam2_jax.commands.main import build_parser, main
+from sam2_jax.commands.options import GENERATOR_DEFAULTS, generator_options
+from sam2_jax.commands import segment
+from sam2_jax.io.image_writers import CSV_HEADER, CocoRecordsWriter
+from sam2_jax.io.clips import generate_clip
 
 MODEL = "sam2-jax-shapes"
 # Low thresholds, so that the packaged model keeps several masks of the small grid.
 AUTO = dict(points_per_side=8, pred_iou_thresh=0.5, stability_score_thresh=0.5)
 CLIP = generate_clip(3, 1, 96, 128, max_objects=3, min_objects=3)
-CENTRES = [list(cli._interior_point(mask)) for mask in CLIP.masks[0]]  # a click inside each shape
+CENTRES = [list(interior_point(mask)) for mask in CLIP.masks[0]]  # a click inside each shape
 ys, xs = np.nonzero(CLIP.masks[0, 2])
 BOX = [int(xs.min()) - 2, int(ys.min()) - 2, int(xs.max()) + 2, int(ys.max()) + 2]  # around shape 2
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools
@@ -69,7 +74,7 @@ def auto_run(image, tmp_path_factory):
     out = tmp_path_factory.mktemp("auto")
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
-        status = cli.main(["segment", str(image[1]), "--model", MODEL, "--auto", *flags(AUTO),
+        status = main(["segment", str(image[1]), "--model", MODEL, "--auto", *flags(AUTO),
                            "--format", "png,coco,overlay", "--out", str(out)])
     assert status == 0
     return out, stdout.getvalue()
@@ -82,7 +87,7 @@ def read_records(out: Path, name: str = "img") -> tuple[list[dict], list[np.ndar
         record["segmentation"] = coco_mask.decode(record["segmentation"]).astype(bool)
     folder = out / "png" / name
     rows = [line.split(",") for line in (folder / "metadata.csv").read_text().splitlines()]
-    assert ",".join(rows[0]) == segment.CSV_HEADER
+    assert ",".join(rows[0]) == CSV_HEADER
     assert sorted(p.name for p in folder.iterdir()) == sorted([f"{i}.png" for i in range(len(records))]
                                                               + ["metadata.csv"])
     pngs = []
@@ -105,10 +110,10 @@ def check_row(row: list[str], record: dict) -> None:
 
 def test_flag_defaults_are_the_generators():
     defaults = {name: p.default for name, p in inspect.signature(Sam2AutomaticMaskGenerator).parameters.items()}
-    assert cli.GENERATOR_DEFAULTS == {name: defaults[name] for name in cli.GENERATOR_DEFAULTS}
+    assert GENERATOR_DEFAULTS == {name: defaults[name] for name in GENERATOR_DEFAULTS}
     for command in (["segment", "x.png", "--auto"], ["track", "x.mp4", "--auto"]):
-        args = cli.build_parser().parse_args([*command, "--model", MODEL])
-        assert cli.generator_options(args) == cli.GENERATOR_DEFAULTS
+        args = build_parser().parse_args([*command, "--model", MODEL])
+        assert generator_options(args) == GENERATOR_DEFAULTS
 
 
 def test_auto_writes_the_generators_masks(image, model, auto_run):
@@ -150,7 +155,7 @@ def test_point_and_box_write_the_librarys_mask(image, model, prompt, tmp_path, c
     argv = [arg for (x, y), label in zip(prompt.get("points", []), prompt.get("labels", []))
             for arg in ("--point", f"{x},{y},{label}")]
     argv += ["--box", ",".join(map(str, prompt["box"]))] if "box" in prompt else []
-    assert cli.main(["segment", str(path), "--model", MODEL, *argv, "--format", "png,coco,overlay",
+    assert main(["segment", str(path), "--model", MODEL, *argv, "--format", "png,coco,overlay",
                      "--out", str(tmp_path)]) == 0
     assert "segmented 1 mask(s) in " in capsys.readouterr().out
 
@@ -209,7 +214,7 @@ def test_bad_input_is_one_line_and_leaves_nothing(image, tmp_path, capsys):
     for name, (args, phrase) in cases.items():
         argv = ["segment", *args, "--out", str(out), "--format", "png,coco,overlay"]
         argv += [] if "--model" in args else ["--model", MODEL]
-        assert cli.main(argv) == 1, name
+        assert main(argv) == 1, name
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("sam2-jax segment: error: "), (name, err)
         assert phrase in err, (name, err)
@@ -221,11 +226,11 @@ def test_existing_output_is_refused_without_overwrite(image, auto_run, capsys):
     before = {p: p.stat().st_mtime_ns for p in files(out)}
     argv = ["segment", str(image[1]), "--model", MODEL, "--auto", *flags(AUTO), "--out", str(out)]
     for formats in ("coco", "png", "overlay"):
-        assert cli.main([*argv, "--format", formats]) == 1
+        assert main([*argv, "--format", formats]) == 1
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "already exists" in err, err
     assert {p: p.stat().st_mtime_ns for p in files(out)} == before
-    assert cli.main([*argv, "--format", "coco", "--overwrite"]) == 0
+    assert main([*argv, "--format", "coco", "--overwrite"]) == 0
     assert (out / "coco" / "img.json").stat().st_mtime_ns != before[out / "coco" / "img.json"]
     assert set(files(out)) == set(before)  # replaced, nothing left beside it
 
@@ -238,7 +243,7 @@ def test_a_nan_score_is_null_in_the_coco_json(tmp_path):
     record = {"segmentation": empty, "area": 0, "bbox": [0.0, 0.0, 0.0, 0.0], "predicted_iou": 0.25,
               "point_coords": [[1.0, 2.0]], "stability_score": float("nan"), "crop_box": [0.0, 0.0, 6.0, 4.0]}
     path = tmp_path / "img.json"
-    with segment.CocoRecordsWriter(path) as writer:
+    with CocoRecordsWriter(path) as writer:
         writer.save(np.zeros((4, 6, 3), np.uint8), [record])
 
     def refuse(constant):

@@ -42,7 +42,7 @@ def _prompts(functional, i: int, num_objects: int, height: int, width: int):
 def main(checkpoint: str) -> dict:
     import jax
     from sam2_jax import functional, sharding
-    from sam2_jax.video_api import Sam2VideoModel
+    from sam2_jax import Sam2VideoModel
 
     assert len(jax.devices()) == 8, jax.devices()
     model = Sam2VideoModel.from_pretrained(checkpoint)

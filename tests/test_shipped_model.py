@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from sam2_jax.evaluation import evaluate_sequence
+from sam2_jax.io.evaluation import evaluate_sequence
 from sam2_jax.train import batches
-from sam2_jax.video_api import Sam2VideoModel, Sam2VideoProcessor
+from sam2_jax import Sam2VideoModel, Sam2VideoProcessor
 
 
 def track_with_api(model, processor, frames, truth, kind, prompt_frames=(0,)):

@@ -8,8 +8,8 @@ import pytest
 
 from benchmarks import soak
 from sam2_jax.config import small_config
-from sam2_jax import video_api
-from sam2_jax.video_api import Sam2VideoModel
+from sam2_jax import runtime
+from sam2_jax import Sam2VideoModel
 
 STREAMED, WARM_UP = 150, 30  # one object: the stream then compiles the step that the offline video runs too
 
@@ -30,8 +30,8 @@ def test_stream_stays_flat_and_compiles_nothing_after_warm_up(model, monkeypatch
     The free pages of the C heap go back to the OS every 100 frames (glibc; its fragmentation grew RSS by 5%
     over 10,000 frames, which a short stream cannot show)."""
     trims = []
-    monkeypatch.setattr(video_api, "release_free_host_memory", lambda: trims.append(1))
-    monkeypatch.setattr(video_api, "_heap_trimmer", video_api._HeapTrimmer(every=100))
+    monkeypatch.setattr(runtime, "release_free_host_memory", lambda: trims.append(1))
+    monkeypatch.setattr(runtime, "heap_trimmer", runtime.HeapTrimmer(every=100))
     run = soak.stream(model, STREAMED, objects=1, warm_up=WARM_UP)
     assert all(soak.stream_checks(run).values()), summary(run)
     assert run["session_growth"] == 0 and run["compilations_after_warm_up"] == 0, summary(run)

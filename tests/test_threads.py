@@ -11,8 +11,8 @@ import threading
 import numpy as np
 
 from sam2_jax.config import replace, small_config
-from sam2_jax.data import generate_clip
-from sam2_jax.video_api import Sam2VideoModel, Sam2VideoProcessor
+from sam2_jax.io.clips import generate_clip
+from sam2_jax import Sam2VideoModel, Sam2VideoProcessor
 
 SIZE, FRAMES = 128, 11  # more than one scan of 8 tracked frames, then the frame-by-frame tail
 

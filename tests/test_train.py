@@ -23,16 +23,18 @@ import pytest
 import transformers
 from flax.traverse_util import flatten_dict, unflatten_dict
 
-from sam2_jax import cli, tracker, weights
+from sam2_jax import weights
+from sam2_jax.commands.main import main
+from sam2_jax.tracking import tracker
 from sam2_jax.config import HieraConfig, MaskDecoderConfig, PromptEncoderConfig, Sam2Config, VisionConfig
-from sam2_jax.data import generate_clip, write_clip_davis
+from sam2_jax.io.clips import generate_clip, write_clip_davis
 from sam2_jax.train import batches, loop, losses
 from sam2_jax.train.conv import taps_convolutions
-from sam2_jax.modeling.sam2_video import Sam2VideoModule
+from sam2_jax.models.sam2_video import Sam2VideoModule
 from sam2_jax.train.forward import (COND_WIDTH, decode, forward, pass_prompts, placeholder_rule, sample_correction,
                                     score_pass, training_config, with_memory_plan)
 from sam2_jax.train.loop import Recipe, gradients, tiny_generated_config, with_image_size
-from sam2_jax.video_api import Sam2VideoModel, Sam2VideoProcessor
+from sam2_jax import Sam2VideoModel, Sam2VideoProcessor
 from reference import hf_config
 from test_shipped_model import track_with_api
 
@@ -240,7 +242,7 @@ def test_bad_arguments_name_themselves(config_file, tmp_path, capsys):
     assert loop.run(_args(config_file, tmp_path, data=str(tmp_path / "missing"))) == 1
     assert loop.run(_args(config_file, tmp_path, resume=True)) == 1  # nothing to resume
     assert "sam2-jax train: error: resume" in capsys.readouterr().err
-    assert cli.main(["train", "--config", config_file, "--later-corrections", "2", "--out", str(tmp_path)]) == 1
+    assert main(["train", "--config", config_file, "--later-corrections", "2", "--out", str(tmp_path)]) == 1
     assert "later corrections" in capsys.readouterr().err
 
 

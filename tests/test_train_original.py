@@ -27,7 +27,7 @@ from sam2_jax import weights
 from sam2_jax.config import replace, small_config
 from sam2_jax.train import batches, loop
 from sam2_jax.train.forward import with_memory_plan
-from sam2_jax.video_api import Sam2VideoModel
+from sam2_jax import Sam2VideoModel
 
 forward_module = importlib.import_module("sam2_jax.train.forward")  # the package exports a function `forward`
 

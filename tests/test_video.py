@@ -12,21 +12,9 @@ from hypothesis.extra.numpy import arrays
 from PIL import Image
 from pycocotools import mask as coco_mask
 
-from sam2_jax.video import (
-    DAVIS_PALETTE,
-    FrameArray,
-    FrameIndexError,
-    FrameList,
-    FrameStream,
-    ImageFolder,
-    PromptMark,
-    VideoError,
-    VideoFile,
-    draw_overlay,
-    make_writer,
-    open_video,
-    rle_encode,
-)
+from sam2_jax.io.frames import FrameArray, FrameIndexError, FrameList, FrameStream, ImageFolder, VideoError, VideoFile, open_video
+
+from sam2_jax.io.writers import DAVIS_PALETTE, PromptMark, draw_overlay, make_writer, rle_encode
 
 pytestmark = pytest.mark.filterwarnings(  # pycocotools' own use of numpy 2
     "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")

@@ -12,7 +12,7 @@ from transformers.models.sam2_video.video_processing_sam2_video import Sam2Video
 
 import jax
 from sam2_jax.config import small_config
-from sam2_jax.video_api import Sam2VideoModel, Sam2VideoProcessor
+from sam2_jax import Sam2VideoModel, Sam2VideoProcessor
 from reference import hf_config, randomize_, to_numpy
 
 SIZE = 256
@@ -436,7 +436,7 @@ def test_more_conditioning_frames_than_slots_keeps_the_closest(pair):
     out = model(inference_session=session, frame_idx=2)  # closest before: 0, closest after: 8
     assert sorted(session._planner.cond_frames[0]) == [0, 8]
     assert out.pred_masks.shape == (1, 1, 64, 64)
-    from sam2_jax.plan import select_closest_cond_frames
+    from sam2_jax.tracking.plan import select_closest_cond_frames
 
     assert select_closest_cond_frames(18, [0, 8, 16], 2) == [16, 8]
     assert select_closest_cond_frames(5, [0, 8, 16], 2) == [0, 8]

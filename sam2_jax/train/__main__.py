@@ -2,6 +2,6 @@
 
 import sys
 
-from .loop import main
+from ..commands.main import main
 
-sys.exit(main())
+sys.exit(main(["train", *sys.argv[1:]]))

@@ -17,8 +17,9 @@ from typing import NamedTuple
 import numpy as np
 from scipy import ndimage
 
-from ..data import DavisDataset, SavDataset, generate_clip
-from ..modeling.layers import antialias_bilinear_matrix
+from ..io.clips import generate_clip
+from ..io.datasets import DavisDataset, SavDataset
+from ..models.layers import antialias_bilinear_matrix
 from ..processing import preprocess_images
 
 PROMPT_KINDS = ("click", "box", "mask")

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..modeling.layers import depthwise_taps
+from ..models.layers import depthwise_taps
 
 
 def conv_by_taps(module: nn.Conv, x):

@@ -36,12 +36,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax.ad_checkpoint import checkpoint_name
 
-from .. import tracker
-from ..plan import MemoryPlanner
+from ..tracking import tracker
+from ..tracking.plan import MemoryPlanner
 from ..config import Sam2Config, replace
-from ..modeling.layers import bilinear_matrix, resize_with
-from ..modeling.mask_decoder import MaskDecoder
-from ..modeling.sam2_video import NO_OBJ_SCORE, Sam2VideoModule
+from ..models.layers import bilinear_matrix, resize_with
+from ..models.mask_decoder import MaskDecoder
+from ..models.sam2_video import NO_OBJ_SCORE, Sam2VideoModule
 from .batches import Batch
 from .conv import taps_convolutions
 from .losses import decoder_losses

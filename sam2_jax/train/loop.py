@@ -1,5 +1,5 @@
-"""Training: the optimiser, the jitted step, resumable checkpoints, held-out J&F, and the `sam2-jax train`
-command.
+"""Training: the optimiser, the jitted step, resumable checkpoints, held-out J&F, and `train(args)`, the run of
+the `sam2-jax train` command (`sam2_jax.commands.train`).
 
 - AdamW (betas 0.9, 0.999; weight decay on kernels only) after global-norm clipping, with linear warm-up
   then cosine decay to a tenth of the peak; frozen parts get no update (optax.multi_transform) and no
@@ -31,9 +31,9 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 
 from .. import weights
 from ..config import HieraConfig, MaskDecoderConfig, PromptEncoderConfig, Sam2Config, VisionConfig, replace
-from ..evaluation import evaluate_sequence, region_similarity
-from ..modeling.sam2_video import Sam2VideoModule
-from ..video_api import Sam2VideoModel
+from ..io.evaluation import evaluate_sequence, region_similarity
+from ..models.sam2_video import Sam2VideoModule
+from ..transformers_api.video_model import Sam2VideoModel
 from .batches import FolderClips, PromptMix, generated_clips, held_out_clips, make_batch
 from .forward import forward, with_memory_plan
 from .losses import total_loss
@@ -453,76 +453,3 @@ class _Meter:
     def close(self) -> None:
         if self.tty:
             print()
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The arguments of `sam2-jax train`."""
-    parser.add_argument("--config", default="tiny-generated",
-                        help="'tiny-generated' (the 3.1 M-parameter config meant for sam2-jax-shapes), a preset "
-                             "such as sam2.1-hiera-tiny, or a config.json (default: %(default)s)")
-    parser.add_argument("--init", help="start from the weights of this checkpoint folder (a new optimizer)")
-    parser.add_argument("--data", default="generated",
-                        help="'generated' (a seeded stream of generated clips) or a DAVIS / SA-V folder")
-    parser.add_argument("--format", choices=("davis", "sav"), default="davis",
-                        help="layout of a --data folder (default: %(default)s)")
-    parser.add_argument("--steps", type=int, default=1000, help="optimizer steps (default: %(default)s)")
-    parser.add_argument("--batch-clips", type=int, default=4, help="clips per step (default: %(default)s)")
-    parser.add_argument("--objects-per-step", type=int,
-                        help="object slots per step; objects past them are left out (default: 2 x batch-clips)")
-    parser.add_argument("--frames", type=int, default=8,
-                        help="frames per clip; 1 trains on single images (default: %(default)s)")
-    parser.add_argument("--image-size", type=int, help="model input size (default: the config's)")
-    parser.add_argument("--lr", type=float, default=3e-4, help="peak learning rate (default: %(default)s)")
-    parser.add_argument("--warmup", type=int, default=100, help="linear warm-up steps (default: %(default)s)")
-    parser.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay (default: %(default)s)")
-    parser.add_argument("--freeze", nargs="*", default=[], metavar="PART",
-                        help=f"parts left as they are: {', '.join(('image_encoder',) + PARTS[1:])}")
-    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
-                        help="compute dtype; params and optimizer stay float32 (default: %(default)s)")
-    parser.add_argument("--corrections", type=int, default=7,
-                        help="correction clicks per corrected frame (default: %(default)s)")
-    parser.add_argument("--later-corrections", type=float, default=0.5, metavar="P",
-                        help="chance that a clicked or boxed object prompted on one frame also gets corrections "
-                             "on one later frame (default: %(default)s)")
-    parser.add_argument("--prompt-frames", type=int, choices=(1, 2), default=2,
-                        help="prompt frame 0 and up to N-1 random others, the count drawn per step; corrected "
-                             "frames become conditioning frames too (default: %(default)s)")
-    parser.add_argument("--prompt-mix", metavar="CLICK,BOX,MASK",
-                        help="prompt probabilities per object (default: 0.5,0.5,0 for --frames 1, else "
-                             "0.25,0.25,0.5)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the weights, clips and prompts (default: %(default)s)")
-    parser.add_argument("--out", default="sam2_jax_train", help="checkpoint folder (default: %(default)s)")
-    parser.add_argument("--save-every", type=int, default=500, help="checkpoint every N steps (default: %(default)s)")
-    parser.add_argument("--resume", action="store_true", help="continue the run saved in --out")
-    parser.add_argument("--eval-every", type=int, default=0,
-                        help="every N steps, J&F on held-out generated clips from click, box and mask prompts, "
-                             "beside the copy-the-first-mask baseline (default: never)")
-    parser.add_argument("--eval-clips", type=int, default=48, help="held-out clips (default: %(default)s)")
-    parser.add_argument("--eval-only", action="store_true",
-                        help="train nothing: print the held-out J&F of the --init checkpoint and exit")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Train (or, with --eval-only, score a checkpoint); errors print one line and return 1."""
-    try:
-        for name in ("steps", "batch_clips", "frames"):
-            if getattr(args, name) < 1:
-                raise ValueError(f"{name.replace('_', '-')}: expected a positive number, got {getattr(args, name)}")
-        if args.data != "generated" and not Path(args.data).is_dir():
-            raise ValueError(f"data: expected 'generated' or a dataset folder, got {args.data!r}")
-        if args.eval_only:
-            evaluate_checkpoint(args)
-        else:
-            train(args)
-    except (ValueError, TypeError, OSError) as err:
-        print(f"sam2-jax train: error: {err}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`sam2-jax train` (and `python -m sam2_jax.train`): parse `argv`, train, return the exit status."""
-    parser = argparse.ArgumentParser(prog="sam2-jax train", description="Train SAM 2 in JAX.")
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-

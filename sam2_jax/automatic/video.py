@@ -21,9 +21,11 @@ from typing import Iterator
 import jax.numpy as jnp
 import numpy as np
 
-from .api import Sam2Model
-from .automatic import Sam2AutomaticMaskGenerator, _check_int, _check_number
-from .video_api import Sam2VideoInferenceSession, Sam2VideoModel, Sam2VideoProcessor, Sam2VideoSegmentationOutput
+from ..transformers_api.image import Sam2Model
+from .masks import Sam2AutomaticMaskGenerator, _check_int, _check_number
+from ..transformers_api.video_model import Sam2VideoModel, Sam2VideoSegmentationOutput
+from ..transformers_api.video_processor import Sam2VideoProcessor
+from ..transformers_api.video_session import Sam2VideoInferenceSession
 
 
 def image_model(model: Sam2VideoModel) -> Sam2Model:

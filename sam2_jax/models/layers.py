@@ -1,7 +1,7 @@
 """Pieces shared by every SAM 2 subnetwork: norms, MLPs, the attention entry point, position encodings and
 exact resize matrices.
 
-Conventions (used throughout `sam2_jax.modeling`):
+Conventions (used throughout `sam2_jax.models`):
 - Arrays are channels-last: images (B, H, W, C), token sequences (B, L, C).
 - Module names mirror the transformers keys, so joining a param path with '.' gives the transformers key
   after the fixed rules in `sam2_jax.weights` (kernel <-> weight with the layout change, LayerNorm

@@ -13,7 +13,7 @@
   sequences (davis2017-evaluation and sav_evaluator both do so); J&F = (J + F) / 2.
 
 `evaluate_folder` scores a folder of predictions against a folder of ground truth in the DAVIS
-or SA-V layout (see `data.DavisDataset`, `data.SavDataset`), by these rules in both layouts.
+or SA-V layout (see `datasets.DavisDataset`, `datasets.SavDataset`), by these rules in both layouts.
 - The objects are the ground truth's: every id in a DAVIS sequence's masks (the toolkit takes
   1..the largest id of the first frame: the same on DAVIS 2017), every object folder in SA-V.
   Each is scored on every scored frame. sav_evaluator differs only for an object absent from
@@ -26,24 +26,21 @@ or SA-V layout (see `data.DavisDataset`, `data.SavDataset`), by these rules in b
   truth's object folders).
 - Void pixels (255 in DAVIS masks) count as background, as the DAVIS semi-supervised
   evaluation does.
-`main` is the `sam2-jax eval` command.
+The `sam2-jax eval` command is `sam2_jax.commands.eval`.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import numbers
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
-from .data import DavisDataset, SavDataset
+from .datasets import DavisDataset, SavDataset
 
 
 def _check_pair(pred, gt) -> None:
@@ -277,42 +274,3 @@ def format_table(result: EvalResult) -> str:
     lines.append(f"{summary['num_objects']} objects in {len(summary['sequences'])} sequences; first and "
                  "last annotated frames not scored; global scores are means over objects")
     return "\n".join(lines)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The arguments of `sam2-jax eval`."""
-    parser.add_argument("pred", help="folder of predicted masks, one subfolder per sequence")
-    parser.add_argument("gt", help="ground truth: a DAVIS root (or its annotation folder), or an SA-V "
-                                   "annotation folder")
-    parser.add_argument("--format", choices=("davis", "sav"), default="davis",
-                        help="mask layout: davis (one PNG of ids per frame) or sav (one folder per "
-                             "object) (default: %(default)s)")
-    parser.add_argument("--split", help="davis only: score the sequences of GT/ImageSets/2017/SPLIT.txt "
-                                        "(default: every sequence of GT)")
-    parser.add_argument("--json", metavar="OUT", help="also write the scores to this JSON file")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Score, print the table, write the JSON if asked; errors print one line and return 1."""
-    try:
-        result = evaluate_folder(args.pred, args.gt, args.format, args.split)
-        print(format_table(result))
-        if args.json:
-            Path(args.json).write_text(json.dumps(result.to_dict(), indent=1) + "\n")
-    except (ValueError, TypeError, OSError) as err:
-        print(f"sam2-jax eval: error: {err}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`sam2-jax eval PRED GT [--format davis|sav] [--split NAME] [--json OUT]`; returns the exit
-    status."""
-    parser = argparse.ArgumentParser(prog="sam2-jax eval", description="J&F of predicted masks "
-                                     "against ground truth, by the DAVIS 2017 semi-supervised rules.")
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

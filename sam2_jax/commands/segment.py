@@ -12,19 +12,20 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
-from . import cli
-from .video import MaskWriter, PromptMark, draw_overlay, rle_encode
+from .. import runtime
+from ..io.image_writers import IMAGE_WRITERS
+from ..io.writers import PromptMark
+from .options import add_generator_arguments, generator_options, model_config, output_formats
+from .outputs import open_output
+from .prompts import Prompt, PromptOption, checked_prompts, parse_numbers
 
 FORMATS = ("png", "coco", "overlay")
 STABILITY_SCORE_OFFSET = 1.0  # the generator's default: a prompted mask's stability compares logits > +-1
-CSV_HEADER = ("id,area,bbox_x0,bbox_y0,bbox_w,bbox_h,point_input_x,point_input_y,predicted_iou,stability_score,"
-              "crop_box_x0,crop_box_y0,crop_box_w,crop_box_h")  # the original scripts/amg.py's metadata.csv
 
 EPILOG = """\
 modes:
@@ -58,18 +59,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """The arguments of `sam2-jax segment`."""
     p.description = "Segment a still image: every object (--auto), or the one at clicks and/or a box."
     p.epilog, p.formatter_class = EPILOG, argparse.RawDescriptionHelpFormatter
-    p.set_defaults(frame=0, obj=1)  # the one frame and object that cli._PromptOption records
+    p.set_defaults(frame=0, obj=1)  # the one frame and object that PromptOption records
     p.add_argument("image", metavar="IMAGE", help="an image file (png, jpg, ...)")
     p.add_argument("--model", required=True, metavar="DIR", help="a checkpoint folder (image or video) or "
                                                                  "sam2-jax-shapes")
-    p.add_argument("--compile-cache", metavar="DIR", default=str(cli.DEFAULT_COMPILE_CACHE),
+    p.add_argument("--compile-cache", metavar="DIR", default=str(runtime.DEFAULT_COMPILE_CACHE),
                    help="as for track (default: %(default)s)")
     g = p.add_argument_group("what to segment (see below)")
     g.add_argument("--auto", action="store_true", help="every object in the image")
-    g.add_argument("--point", action=cli._PromptOption, dest="prompts", metavar="X,Y[,LABEL]",
+    g.add_argument("--point", action=PromptOption, dest="prompts", metavar="X,Y[,LABEL]",
                    help="a click; label 1 (default) positive, 0 negative; repeatable")
-    g.add_argument("--box", action=cli._PromptOption, dest="prompts", metavar="X1,Y1,X2,Y2", help="a box")
-    cli.add_generator_arguments(p.add_argument_group("--auto: Sam2AutomaticMaskGenerator options"))
+    g.add_argument("--box", action=PromptOption, dest="prompts", metavar="X1,Y1,X2,Y2", help="a box")
+    add_generator_arguments(p.add_argument_group("--auto: Sam2AutomaticMaskGenerator options"))
     g = p.add_argument_group("outputs")
     g.add_argument("--format", action="append", metavar="FORMAT",
                    help=f"{', '.join(FORMATS)}; repeat it or separate with commas (default: png)")
@@ -79,23 +80,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Check everything, open the outputs, segment, write; returns the exit status."""
-    from .api import Sam2Model, Sam2Processor
+    from ..transformers_api.image import Sam2Model, Sam2Processor
 
-    formats = cli._formats(args.format, FORMATS)
+    formats = output_formats(args.format, FORMATS)
     if args.auto == bool(args.prompts):
         raise ValueError("--auto, --point, --box: expected either --auto (every object) or --point and/or --box "
                          "(one object), got " + ("both" if args.auto else "neither"))
     image = read_image(Path(args.image))
     height, width = image.shape[:2]
     prompt = None if args.auto else image_prompt(args.prompts, height, width)
-    config = cli._model_config(args.model)
-    cli.enable_compile_cache(args.compile_cache)
+    config = model_config(args.model)
+    runtime.enable_compile_cache(args.compile_cache)
     print(f"image: {args.image}: {width}x{height}")
     paths = output_paths(Path(args.out), Path(args.image).stem, formats)
     marks = [] if prompt is None else [PromptMark(0, 1, prompt.points, prompt.labels, prompt.box)]
     with contextlib.ExitStack() as outputs_open:
-        writers = {f: outputs_open.enter_context(cli.open_output(
-            WRITERS[f], path, overwrite=args.overwrite, **({"prompts": marks} if f == "overlay" else {})))
+        writers = {f: outputs_open.enter_context(open_output(
+            IMAGE_WRITERS[f], path, overwrite=args.overwrite, **({"prompts": marks} if f == "overlay" else {})))
             for f, path in paths.items()}
         began = time.perf_counter()
         model = Sam2Model.from_pretrained(args.model)
@@ -125,7 +126,7 @@ def read_image(path: Path) -> np.ndarray:
     blended on white); a ValueError naming IMAGE if it is missing or unreadable."""
     from PIL import Image, UnidentifiedImageError
 
-    from .processing import to_rgb
+    from ..processing import to_rgb
 
     if not path.is_file():
         raise ValueError(f"IMAGE: {str(path)!r} " + ("is not a file" if path.exists() else "does not exist"))
@@ -136,14 +137,14 @@ def read_image(path: Path) -> np.ndarray:
         raise ValueError(f"IMAGE: {str(path)!r} is not a readable image ({err})") from err
 
 
-def image_prompt(options: list[tuple], height: int, width: int) -> cli.Prompt:
+def image_prompt(options: list[tuple], height: int, width: int) -> Prompt:
     """The --point / --box options -> one Prompt, checked against the image as `track` checks a frame's."""
     boxes = [text for option, text, *_ in options if option == "--box"]
     if len(boxes) > 1:
         raise ValueError(f"--box: expected one box (one object), got {len(boxes)}: {', '.join(boxes)}")
-    parts = [(option[2:], cli._numbers(text, (2, 3, 4), "numbers"), 0, 1, f"{option} {text}")
+    parts = [(option[2:], parse_numbers(text, (2, 3, 4), "numbers"), 0, 1, f"{option} {text}")
              for option, text, *_ in options]
-    return cli.checked_prompts(parts, 1, height, width)[0]
+    return checked_prompts(parts, 1, height, width)[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,17 +154,17 @@ def image_prompt(options: list[tuple], height: int, width: int) -> cli.Prompt:
 
 def segment_everything(model, image: np.ndarray, args) -> list[dict]:
     """The generator's records ("binary_mask" segmentations) with the options of the command line."""
-    from .automatic import Sam2AutomaticMaskGenerator
+    from ..automatic.masks import Sam2AutomaticMaskGenerator
 
-    generator = Sam2AutomaticMaskGenerator(model, **cli.generator_options(args))
+    generator = Sam2AutomaticMaskGenerator(model, **generator_options(args))
     return generator.generate(image)
 
 
-def segment_prompted(model, processor, image: np.ndarray, prompt: cli.Prompt) -> dict:
+def segment_prompted(model, processor, image: np.ndarray, prompt: Prompt) -> dict:
     """The record of the prompted object, as `Sam2AutomaticMaskGenerator` makes one (the crop box the whole
     image, point_coords the clicks). One click and no box: the best of three masks by predicted IoU; else one
     mask."""
-    from .automatic import _xywh, mask_boxes
+    from ..automatic.masks import _xywh, mask_boxes
 
     multimask = len(prompt.points) == 1 and prompt.box is None
     inputs = processor(images=image,
@@ -183,7 +184,7 @@ def segment_prompted(model, processor, image: np.ndarray, prompt: cli.Prompt) ->
 
 def stability_score(logits: np.ndarray, offset: float = STABILITY_SCORE_OFFSET) -> float:
     """The generator's stability score of mask logits (threshold 0): the pixels above +offset over those above
-    -offset, float32 as in `automatic.select_masks` (NaN if both are none)."""
+    -offset, float32 as in `automatic.masks.select_masks` (NaN if both are none)."""
     inner = np.sum(logits > np.float32(offset))
     outer = np.sum(logits > np.float32(-offset))
     with np.errstate(invalid="ignore"):
@@ -200,57 +201,3 @@ def output_paths(out: Path, name: str, formats) -> dict[str, Path]:
     places = {"png": out / "png" / name, "coco": out / "coco" / f"{name}.json",
               "overlay": out / "overlay" / f"{name}.png"}
     return {f: places[f] for f in formats}
-
-
-# The writers are MaskWriters (temporary name, rename on close, the overwrite rule) that take one image's records
-# at once, `save(image, records)`, instead of a video's frames one by one.
-
-
-class PngFolderWriter(MaskWriter):
-    """scripts/amg.py's folder: `0.png, 1.png...`, one mask each (255 on it, 0 elsewhere), and metadata.csv,
-    one row per mask (point_input: the first of point_coords, empty if none)."""
-
-    is_folder = True
-
-    def save(self, image: np.ndarray, records: list[dict]) -> None:
-        """Write the masks and their metadata into the temporary folder (renamed on close)."""
-        from PIL import Image
-
-        rows = [CSV_HEADER]
-        for i, record in enumerate(records):
-            Image.fromarray(record["segmentation"].astype(np.uint8) * 255).save(self._tmp / f"{i}.png")
-            point = record["point_coords"][0] if record["point_coords"] else ["", ""]
-            rows.append(",".join(map(str, [i, record["area"], *record["bbox"], *point, record["predicted_iou"],
-                                           record["stability_score"], *record["crop_box"]])))
-        (self._tmp / "metadata.csv").write_text("\n".join(rows))
-
-
-class CocoRecordsWriter(MaskWriter):
-    """One JSON file: the records, each segmentation a COCO compressed RLE (the generator's "coco_rle"). A score
-    that is NaN (the stability of a mask with no pixel above -offset) is written as null: JSON has no NaN."""
-
-    def save(self, image: np.ndarray, records: list[dict]) -> None:
-        """Write the records into the temporary file (renamed on close)."""
-        entries = [{**record, "segmentation": rle_encode(record["segmentation"]),
-                    **{key: None for key in ("predicted_iou", "stability_score") if np.isnan(record[key])}}
-                   for record in records]
-        self._tmp.write_text(json.dumps(entries, allow_nan=False))
-
-
-class OverlayPngWriter(MaskWriter):
-    """One PNG: the image with mask i drawn in the colour of id i + 1 (`video.draw_overlay`), and the prompts."""
-
-    def __init__(self, out, *, prompts: list[PromptMark] = (), overwrite: bool = False):
-        super().__init__(out, overwrite=overwrite)
-        self.prompts = list(prompts)
-
-    def save(self, image: np.ndarray, records: list[dict]) -> None:
-        """Draw the masks and prompts on the image into the temporary file (renamed on close)."""
-        from PIL import Image
-
-        masks = np.stack([r["segmentation"] for r in records]) if records else np.zeros((0, *image.shape[:2]), bool)
-        overlay = draw_overlay(image, list(range(1, len(records) + 1)), masks, self.prompts)
-        Image.fromarray(overlay).save(self._tmp, format="PNG")
-
-
-WRITERS = {"png": PngFolderWriter, "coco": CocoRecordsWriter, "overlay": OverlayPngWriter}

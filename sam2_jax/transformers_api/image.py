@@ -16,9 +16,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import processing, weights
-from .config import Sam2Config, replace
-from .modeling.sam2 import Sam2ImageModule
+from .. import processing, weights
+from ..config import Sam2Config, replace
+from ..models.sam2 import Sam2ImageModule
+from ..tracking.tracker import prompt_bucket
 
 # Keys of a video checkpoint that the image model does not use (transformers ignores the same ones).
 VIDEO_ONLY_KEYS = (r"^memory_.*", r"^mask_downsample\..*", r"^object_pointer_proj\..*",
@@ -56,11 +57,6 @@ class BatchFeature(dict):
             return self[name]
         except KeyError as err:
             raise AttributeError(name) from err
-
-
-def prompt_bucket(n: int) -> int:
-    """Round a prompt length up to a power of two so the number of compilations stays small."""
-    return 1 << max(n - 1, 0).bit_length()
 
 
 def _cast_floats(tree, dtype):

@@ -21,8 +21,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .config import Sam2Config
-from .modeling.sam2_video import Sam2VideoModule
+from ..config import Sam2Config
+from ..models.sam2_video import Sam2VideoModule
 
 NUM_RECENT = 6  # num_maskmem - 1 tracked frames feed memory attention (transformers' constant is 7)
 
@@ -62,6 +62,11 @@ class StepInputs(NamedTuple):
     max_pointers: Any  # () int32: transformers' max_object_pointers_to_use (normaliser + 1)
     write_cond_slot: Any  # (N,) int32: slot to store this frame's memory as conditioning, Cc = none
     write_recent_slot: Any  # (N,) int32: ring slot to store it as a tracked frame, R = none
+
+
+def prompt_bucket(n: int) -> int:
+    """Round a prompt length up to a power of two so the number of compilations stays small."""
+    return 1 << max(n - 1, 0).bit_length()
 
 
 @dataclasses.dataclass(frozen=True)

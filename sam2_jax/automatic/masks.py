@@ -35,11 +35,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import processing
-from .api import Sam2Model
-from .modeling.layers import _source_coords
-from .modeling.sam2 import Sam2ImageModule
-from .video import rle_counts, rle_encode
+from .. import processing
+from ..transformers_api.image import Sam2Model
+from ..models.layers import _source_coords
+from ..models.sam2 import Sam2ImageModule
+from ..io.writers import rle_counts, rle_encode
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 CROP_EDGE_TOLERANCE = 20.0  # pixels: a box this close to a crop edge (not an image edge) is cut by the crop

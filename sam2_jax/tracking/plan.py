@@ -18,10 +18,9 @@ import dataclasses
 import jax.numpy as jnp
 import numpy as np
 
+from ..config import Sam2Config
 from . import tracker
-from .api import prompt_bucket
-from .config import Sam2Config
-from .tracker import NUM_RECENT, BankShape
+from .tracker import NUM_RECENT, BankShape, prompt_bucket
 
 
 def select_closest_cond_frames(frame_idx: int, cond_frames: list[int], limit: int) -> list[int]:

@@ -1,0 +1,30 @@
+"""`sam2-jax info`: JAX's devices and, with --model, a checkpoint's config."""
+
+from __future__ import annotations
+
+import argparse
+
+from .options import model_config
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of `sam2-jax info`."""
+    p.add_argument("--model", help="a checkpoint folder or sam2-jax-shapes")
+
+
+def run(args) -> int:
+    """`sam2-jax info`: JAX's devices, and a checkpoint's config."""
+    import jax
+
+    from .. import __version__
+
+    print(f"sam2-jax {__version__}, jax {jax.__version__}")
+    for device in jax.devices():
+        print(f"device: {device.platform} {device.device_kind} (id {device.id})")
+    if args.model:
+        config = model_config(args.model)
+        backbone = config.vision_config.backbone_config
+        print(f"model: {args.model}: model_type {config.model_type}, SAM {config.version}, image size "
+              f"{config.image_size}, Hiera dims {list(backbone.embed_dim_per_stage)}, blocks "
+              f"{list(backbone.blocks_per_stage)}")
+    return 0

@@ -1,0 +1,254 @@
+"""transformers' `Sam2VideoModel`: the session's prompts and frames through jitted steps.
+
+`Sam2VideoModel` ties the host-side session (`video_session`) to the device: `tracking.plan.SessionPlan`
+decides which memory slots feed each frame, and the jitted steps of `tracking.tracker` compute it. A host
+archive of per-frame memories (kept by default for whole videos) refills the device slots when a call needs
+frames that are no longer in them (e.g. a refinement click in the middle of an already tracked video).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .. import processing, runtime
+from ..config import Sam2Config, replace
+from ..io.frames import VideoError
+from ..models.sam2_video import Sam2VideoModule
+from ..tracking import tracker
+from ..tracking.plan import SessionPlan, mask_prompts
+from .image import ModelOutput, PretrainedModel, _cast_floats
+from .video_session import Sam2VideoInferenceSession
+
+
+@dataclasses.dataclass
+class Sam2VideoSegmentationOutput(ModelOutput):
+    """object_ids [N]; pred_masks (N,1,256,256) low-res logits (-1024 where an object is absent);
+    object_score_logits (N,1); frame_idx."""
+
+    object_ids: list
+    pred_masks: jax.Array
+    object_score_logits: jax.Array
+    frame_idx: int
+
+
+
+class Sam2VideoModel(PretrainedModel):
+    """SAM 2 video tracking, mirroring transformers `Sam2VideoModel` (weights from a transformers folder).
+
+    Thread safety: one model may drive several sessions from several threads at once, with the masks it
+    gives them one after the other (tests/test_threads.py). The model holds no per-session state: its
+    weights are read-only and its jitted steps are JAX's (thread-safe; the first calls of two threads may
+    both compile a program, once each). All tracking state lives in the session, so one session must be
+    used by one thread at a time.
+    """
+
+    module_class = Sam2VideoModule
+    model_type = "sam2_video"
+    accepted_model_types = ("sam2_video",)
+
+    def __init__(self, config: Sam2Config, params: dict[str, Any], dtype=jnp.float32):
+        self.config = replace(config, model_type="sam2_video")
+        self.dtype = jnp.dtype(dtype)
+        self.params = _cast_floats(params, self.dtype)
+        self.module = Sam2VideoModule(self.config)
+        module = self.module
+        self._encode = jax.jit(functools.partial(tracker.encode_frames, module))
+        self._step = jax.jit(functools.partial(tracker.track_step, module), donate_argnums=(1,))
+        self._scan = jax.jit(functools.partial(tracker.track_frames, module), donate_argnums=(1,))
+
+    # ------------------------------------------------------------------------------------ inference
+    def __call__(self, inference_session: Sam2VideoInferenceSession, frame_idx: int | None = None, frame=None,
+                 reverse: bool = False, run_mem_encoder: bool = True) -> Sam2VideoSegmentationOutput:
+        """transformers `Sam2VideoModel.forward`: segment every object on one frame, with memory.
+
+        Give `frame` (processor output) to stream a new frame. A failed call leaves the session unchanged.
+        """
+        session = self._check_session(inference_session)
+        if frame is not None:
+            if session.get_obj_num() == 0:
+                raise ValueError("inference_session: no objects are provided for tracking; please add inputs "
+                                 "first")
+            if session.video_height is None:
+                raise ValueError("original_size: must be provided (add_inputs_to_inference_session(..., "
+                                 "original_size=...)) before the first streamed frame")
+            kept, count = dict(session.streamed_frames), session.num_streamed
+            frame_idx = session.add_new_frame(frame, frame_idx)
+            try:
+                return self._run_frame(session, frame_idx, bool(reverse), run_mem_encoder)
+            except Exception:
+                session.streamed_frames, session.num_streamed = kept, count  # leave the session as it was
+                raise
+        if frame_idx is None:
+            raise ValueError("frame_idx: expected a frame index (or frame= to stream a new frame), got None")
+        frame_idx = session._check_frame_idx(frame_idx)
+        if frame_idx not in session.streamed_frames and session.streaming:
+            raise ValueError(f"frame_idx: frame {frame_idx} has not been streamed yet")
+        if session.get_obj_num() == 0:
+            raise ValueError("inference_session: no objects are provided for tracking; please add inputs first")
+        return self._run_frame(session, frame_idx, bool(reverse), run_mem_encoder)
+
+    def propagate_in_video_iterator(self, inference_session: Sam2VideoInferenceSession, start_frame_idx=None,
+                                    max_frame_num_to_track=None, reverse: bool = False,
+                                    show_progress_bar: bool = False) -> Iterator[Sam2VideoSegmentationOutput]:
+        """transformers `propagate_in_video_iterator`: yields one output per frame in processing order."""
+        session = inference_session
+        order = self._processing_order(session, start_frame_idx, max_frame_num_to_track, reverse)
+        pos = 0
+        while pos < len(order):
+            chunk = order[pos:pos + self.scan_length]
+            outputs = (self._run_frames_scanned(session, chunk, reverse, order) if len(chunk) == self.scan_length
+                       else [])
+            if not outputs:  # a prompted frame, a memory refill or the tail: one frame at a time
+                outputs = [self._run_frame(session, order[pos], reverse, True, lookahead=order)]
+            pos += len(outputs)
+            yield from outputs
+
+    scan_length = 8  # frames per jitted scan during propagation (each scan is one dispatch)
+
+    def propagate_in_video(self, inference_session: Sam2VideoInferenceSession, start_frame_idx=None,
+                           max_frame_num_to_track=None, reverse: bool = False, both_directions: bool = False
+                           ) -> dict[int, Sam2VideoSegmentationOutput]:
+        """Every frame's outputs at once, {frame_idx: output}; with `both_directions`, forward from the start
+        frame, then backward from it (the original predictor's usual full-video pass)."""
+        order = self._processing_order(inference_session, start_frame_idx, max_frame_num_to_track, reverse)
+        if not order:
+            return {}
+        out = {o.frame_idx: o for o in self.propagate_in_video_iterator(
+            inference_session, order[0], max_frame_num_to_track, reverse)}
+        if both_directions:
+            out.update({o.frame_idx: o for o in self.propagate_in_video_iterator(
+                inference_session, order[0], max_frame_num_to_track, not reverse)})
+        return dict(sorted(out.items()))
+
+    # ------------------------------------------------------------------------------------- internals
+    def _check_session(self, session) -> Sam2VideoInferenceSession:
+        """The session, if its frames are processed at the model's input size (the model's boundary check)."""
+        if not isinstance(session, Sam2VideoInferenceSession):
+            raise TypeError(f"inference_session: expected a Sam2VideoInferenceSession (from "
+                            f"Sam2VideoProcessor.init_video_session), got {type(session).__name__}")
+        size = self.config.prompt_encoder_config.image_size
+        if session.image_size != size:
+            raise ValueError(f"inference_session: the model takes {size}x{size} px frames, but the session's processor "
+                             f"makes {session.image_size}x{session.image_size} px ones; make the processor with "
+                             f"Sam2VideoProcessor.from_pretrained(<the model's checkpoint>) or "
+                             f"Sam2VideoProcessor(size={size})")
+        return session
+
+    def _processing_order(self, session, start_frame_idx, max_frame_num_to_track, reverse) -> list[int]:
+        self._check_session(session)
+        if session.streaming:
+            raise ValueError("inference_session: propagation needs a whole video; a streaming session is driven "
+                             "frame by frame with model(inference_session=..., frame=...)")
+        if session.get_obj_num() == 0:
+            raise ValueError("inference_session: no objects are provided for tracking; please add inputs first")
+        num_frames = session.num_frames
+        if start_frame_idx is None:
+            frames = [f for track in session._objects for f in track.cond_outputs]
+            if not frames:
+                raise ValueError("start_frame_idx: cannot determine the starting frame index; please specify it "
+                                 "manually, or run inference on a frame with inputs first")
+            start_frame_idx = min(frames)
+        start_frame_idx = session._check_frame_idx(start_frame_idx, "start_frame_idx")
+        if max_frame_num_to_track is None:
+            max_frame_num_to_track = num_frames
+        if max_frame_num_to_track < 0:
+            raise ValueError(f"max_frame_num_to_track: expected >= 0, got {max_frame_num_to_track}")
+        if reverse:
+            end = max(start_frame_idx - max_frame_num_to_track, 0)
+            return list(range(start_frame_idx, end - 1, -1)) if start_frame_idx > 0 else []
+        end = min(start_frame_idx + max_frame_num_to_track, num_frames - 1)
+        return list(range(start_frame_idx, end + 1))
+
+    def _features(self, session, frame_idx: int, lookahead=()):
+        """Vision features of a frame: from the cache, or encoded together with the frames that follow it in
+        `lookahead` (the propagation order), so frames are encoded in batches ahead of the memory loop."""
+        cache = session._vision_cache
+        if frame_idx not in cache:
+            batch = [frame_idx]
+            size = self._lookahead_batch_size()
+            if frame_idx in lookahead:
+                pos = list(lookahead).index(frame_idx)
+                batch = list(lookahead[pos:pos + size])
+            frames = []
+            for f in batch:
+                try:
+                    frames.append(self._pixel_values(session, f))
+                except VideoError:
+                    if f == frame_idx:
+                        raise
+                    break  # a damaged frame ahead: its error comes when tracking reaches it
+            batch = batch[:len(frames)]
+            if frame_idx in lookahead:  # look-ahead batches always have the same size: one compilation
+                frames += frames[-1:] * (size - len(batch))
+            (s0, s1, level2), pe = self._encode(self.params, jnp.stack(frames))
+            for i, f in enumerate(batch):
+                cache[f] = ((s0[i:i + 1], s1[i:i + 1], level2[i:i + 1]), pe)
+            keep = max(session.max_vision_features_cache_size, len(batch))
+            while len(cache) > keep:  # oldest first; the batch just encoded is the newest
+                del cache[next(iter(cache))]
+        return cache[frame_idx]
+
+    encode_batch_size = 4  # at most this many frames encoded together ahead of the memory loop
+
+    def _lookahead_batch_size(self) -> int:
+        """Frames encoded together during propagation: `encode_batch_size`, but on the CPU no more than 1024x1024
+        pixels in all, beyond which the encoder's activations outgrow the caches: tiny at 1024 px took 1.35 s a
+        frame alone and 1.93 s in batches of 4; small at 256 px, 9 ms alone and 7.4 ms in batches of 4."""
+        if jax.default_backend() != "cpu":
+            return self.encode_batch_size
+        return max(1, min(self.encode_batch_size, 1024 ** 2 // self.config.image_size ** 2))
+
+    def _pixel_values(self, session, frame_idx: int):
+        if session.streaming:
+            return session.streamed_frames[frame_idx]
+        pixels, _ = processing.preprocess_images(session.video[frame_idx], size=session.image_size)
+        return jnp.asarray(pixels[0].transpose(1, 2, 0), self.dtype)
+
+    def _run_frame(self, session, frame_idx: int, reverse: bool, run_mem_encoder: bool, lookahead=()):
+        """transformers `forward` on one frame: its per-object state machine, then one batched jitted step."""
+        plan = SessionPlan(self.config, session)
+        steps = plan.plan_frame(frame_idx, reverse)
+        features = self._features(session, frame_idx, lookahead)
+        plan.ensure_bank()
+        inputs = plan.step_inputs(frame_idx, steps, run_mem_encoder, refill=True)
+        session._state, out = self._step(self.params, session._state, features, inputs,
+                                         mask_prompts(steps, session.image_size))
+        plan.advance(frame_idx, steps)
+        runtime.heap_trimmer.count(1)
+        return self._output(session, frame_idx, *plan.record(frame_idx, steps, out))
+
+    def _run_frames_scanned(self, session, frames: list[int], reverse: bool,
+                            order=()) -> list[Sam2VideoSegmentationOutput]:
+        """Tracked frames (no prompts, no memory refills) as one jitted `lax.scan` (same step, same numbers).
+
+        Returns the outputs of the leading frames that qualified (possibly none)."""
+        try:  # before planning, which advances the session's bookkeeping
+            features = [self._features(session, f, order) for f in frames]
+        except VideoError:
+            return []  # a damaged frame ahead: frame by frame, so the frames before it are tracked
+        plan = SessionPlan(self.config, session)
+        plan.ensure_bank()
+        planned = plan.plan_scan(frames, reverse)
+        if not planned:
+            return []
+        features = features[:len(planned)]
+        pe = features[0][1]
+        stacked_features = tuple(jnp.concatenate([feat[0][k] for feat in features]) for k in range(3))
+        inputs = jax.tree_util.tree_map(lambda *xs: np.stack(xs), *[step_inputs for _, _, step_inputs in planned])
+        session._state, out = self._scan(self.params, session._state, (stacked_features, pe), inputs)
+        out = jax.tree_util.tree_map(np.asarray, out)
+        runtime.heap_trimmer.count(len(planned))
+        return [self._output(session, f, *plan.record(f, steps, jax.tree_util.tree_map(lambda x: x[t], out)))
+                for t, (f, steps, _) in enumerate(planned)]
+
+    @staticmethod
+    def _output(session, frame_idx: int, pred_masks, scores) -> Sam2VideoSegmentationOutput:
+        return Sam2VideoSegmentationOutput(
+            object_ids=session.obj_ids, pred_masks=jnp.asarray(pred_masks)[:, None],
+            object_score_logits=jnp.asarray(scores)[:, None], frame_idx=frame_idx)
