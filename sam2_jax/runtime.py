@@ -11,12 +11,26 @@ from pathlib import Path
 DEFAULT_COMPILE_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sam2-jax" / "jax"
 
 
+_compile_cache_chosen = False  # whether a program (the command line) chose the cache: then no default
+
+
 def enable_compile_cache(folder: str) -> None:
     """Keep compiled programs in `folder` across runs ("off": do not); JAX's own setting wins if made."""
     import jax
 
-    if folder != "off" and not jax.config.jax_compilation_cache_dir:
+    global _compile_cache_chosen
+    _compile_cache_chosen = True
+    if str(folder) != "off" and not jax.config.jax_compilation_cache_dir:
         jax.config.update("jax_compilation_cache_dir", str(folder))
+
+
+def default_compile_cache() -> None:
+    """The library's default, applied when a model is made: JAX's persistent compilation cache in
+    `DEFAULT_COMPILE_CACHE` (`~/.cache/sam2-jax/jax`), so that a new process loads the programs an earlier one
+    compiled. Not when JAX's own `jax_compilation_cache_dir` is set, a program chose (`enable_compile_cache`),
+    or $SAM2_JAX_COMPILE_CACHE names another folder or is "off" (the opt-out)."""
+    if not _compile_cache_chosen:
+        enable_compile_cache(os.environ.get("SAM2_JAX_COMPILE_CACHE", str(DEFAULT_COMPILE_CACHE)))
 
 
 @functools.cache

@@ -15,12 +15,27 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ..config import Sam2Config
 from . import tracker
-from .tracker import NUM_RECENT, BankShape, prompt_bucket
+from .tracker import MIN_SESSION_POINTS, NUM_RECENT, BankShape, prompt_bucket
+
+_set_object_memories = jax.jit(tracker.set_object_memories, static_argnames="conditioning", donate_argnums=0)
+
+
+def resize_bank(state: tracker.TrackerState, keep, shape: BankShape) -> tracker.TrackerState:
+    """The bank's rows `keep`, in that order, then empty rows up to `shape.num_objects`: on the host, put back
+    on the device as it is (objects added or removed are rare; no program compiles for it)."""
+    rows = np.asarray(list(keep), np.int64)
+
+    def resized(x):
+        host = np.asarray(x)[rows]
+        return np.concatenate([host, np.zeros((shape.num_objects - len(rows),) + host.shape[1:], host.dtype)])
+
+    return jax.device_put(tracker.TrackerState(*(resized(x) for x in state)))
 
 
 def select_closest_cond_frames(frame_idx: int, cond_frames: list[int], limit: int) -> list[int]:
@@ -86,11 +101,13 @@ class MemoryPlanner:
     """Host mirror of the device bank: which frame each slot holds, per object; builds the index arrays of
     `StepInputs` with transformers' lookup rules (`_gather_memory_frame_outputs`, `_get_object_pointers`)."""
 
-    def __init__(self, shape: BankShape, num_maskmem: int):
+    def __init__(self, shape: BankShape, num_maskmem: int, num_objects: int | None = None):
+        """`num_objects` (default: the bank's rows) real objects; the bank's rows past them are inert."""
         self.shape = shape
         self.num_recent = num_maskmem - 1
-        self.cond_frames = [[] for _ in range(shape.num_objects)]  # insertion order = slot order
-        self.ring_frames = [[-1] * shape.ring for _ in range(shape.num_objects)]
+        count = shape.num_objects if num_objects is None else num_objects
+        self.cond_frames = [[] for _ in range(count)]  # insertion order = slot order
+        self.ring_frames = [[-1] * shape.ring for _ in range(count)]
 
     def cond_width(self) -> int:
         """Conditioning slots a step attends to: the largest count over objects, rounded up to a power of
@@ -142,16 +159,16 @@ class MemoryPlanner:
         self.ring_frames[obj][slot] = frame_idx
 
     def add_objects(self, count: int, shape: BankShape):
-        """Grow the mirror with `count` empty objects (the device state grows alongside)."""
+        """Grow the mirror with `count` empty objects, the bank to `shape` (the device state grows alongside)."""
         self.shape = shape
         self.cond_frames += [[] for _ in range(count)]
         self.ring_frames += [[-1] * shape.ring for _ in range(count)]
 
-    def drop_object(self, obj: int):
-        """Forget object index `obj`'s slots (the session removed it)."""
+    def drop_object(self, obj: int, shape: BankShape):
+        """Forget object index `obj`'s slots (the session removed it); the bank becomes `shape`."""
         del self.cond_frames[obj]
         del self.ring_frames[obj]
-        self.shape = dataclasses.replace(self.shape, num_objects=self.shape.num_objects - 1)
+        self.shape = shape
 
 
 @dataclasses.dataclass
@@ -172,12 +189,14 @@ class ObjectStep:
     write_recent_slot: int | None = None  # set with the step's inputs: the ring slot written, R = none
 
 
-def mask_prompts(steps: list[ObjectStep], image_size: int) -> np.ndarray | None:
-    """The mask prompts of a frame (N,S,S,1), zeros for objects without one; None when there are none."""
-    if all(p.mask is None for p in steps):
-        return None
-    empty = np.zeros((image_size, image_size, 1), np.float32)
-    return np.stack([p.mask if p.mask is not None else empty for p in steps])
+def mask_prompts(steps: list[ObjectStep], image_size: int, rows: int) -> np.ndarray:
+    """The mask prompts of a frame (rows,S,S,1) bool, empty for objects without one and for the inert rows:
+    always an array (the processor's masks are binary), so that frames with and without masks share a program."""
+    masks = np.zeros((rows, image_size, image_size, 1), bool)
+    for i, p in enumerate(steps):
+        if p.mask is not None:
+            masks[i] = p.mask > 0
+    return masks
 
 
 def _scan_bucket(inputs: tracker.StepInputs) -> tuple:
@@ -195,19 +214,23 @@ class SessionPlan:
         self.config = config
         self.session = session
 
+    def bank_shape(self, num_objects: int) -> BankShape:
+        """The device bank for `num_objects` objects: `tracker.object_bucket` rows."""
+        return BankShape.for_config(self.config, tracker.object_bucket(num_objects),
+                                    self.session.max_conditioning_frames)
+
     def ensure_bank(self):
-        """Create the device bank and its mirror, or grow both when objects were added since."""
+        """Create the device bank and its mirror, or grow both when objects were added since. The bank is
+        made and resized on the host and put on the device as it is: no program compiles for it."""
         session = self.session
         n = session.get_obj_num()
-        shape = BankShape.for_config(self.config, n, session.max_conditioning_frames)
+        shape = self.bank_shape(n)
         if session._state is None:
-            session._state = tracker.init_state(shape)
-            session._planner = MemoryPlanner(shape, self.config.num_maskmem)
-        elif session._planner.shape.num_objects < n:
-            grow = n - session._planner.shape.num_objects
-            session._state = tracker.TrackerState(*(
-                jnp.concatenate([x, jnp.zeros((grow,) + x.shape[1:], x.dtype)]) for x in session._state))
-            session._planner.add_objects(grow, shape)
+            session._state = jax.device_put(tracker.init_state(shape, xp=np))
+            session._planner = MemoryPlanner(shape, self.config.num_maskmem, n)
+        elif len(session._planner.cond_frames) < n:
+            session._state = resize_bank(session._state, range(session._state.cond_pointers.shape[0]), shape)
+            session._planner.add_objects(n - len(session._planner.cond_frames), shape)
 
     def plan_frame(self, frame_idx: int, reverse: bool) -> list[ObjectStep]:
         """transformers `forward`'s per-object decisions for this frame, without touching the session."""
@@ -272,8 +295,13 @@ class SessionPlan:
                                  else planner.shape.cond_capacity)
             p.write_recent_slot = (planner.ring_slot_for(i, frame_idx) if write and not p.as_cond
                                    else planner.shape.ring)
+        inert = [ObjectStep(reverse=False, use_memory=False)] * (planner.shape.num_objects - len(steps))
+        for p in inert:
+            p.write_cond_slot, p.write_recent_slot = planner.shape.cond_capacity, planner.shape.ring
+        rows += [{key: np.zeros_like(value) for key, value in rows[0].items()}] * len(inert)
+        steps = steps + inert
         n = len(steps)
-        k = prompt_bucket(max(len(p.labels) for p in steps))
+        k = max(prompt_bucket(max(len(p.labels) for p in steps)), MIN_SESSION_POINTS)
         points = np.zeros((n, k, 2), np.float32)
         labels = np.full((n, k), -1, np.int32)
         point_mask = np.zeros((n, k), bool)
@@ -351,8 +379,8 @@ class SessionPlan:
         """Store a frame's results (conditioning outputs, archived memories) from the step's outputs `out`;
         returns the frame's pred_masks (N,4h,4w) and object_score_logits (N,), stored outputs replayed."""
         session = self.session
-        pred_masks = np.array(out["pred_masks"])
-        scores = np.array(out["object_score_logits"])
+        pred_masks = np.array(out["pred_masks"][:len(steps)])
+        scores = np.array(out["object_score_logits"][:len(steps)])
         keep = session.keep_memory_archive
         memory_dim = session._planner.shape.memory_dim
         for i, p in enumerate(steps):
@@ -401,8 +429,7 @@ class SessionPlan:
         ptrs = np.zeros(state.cond_pointers.shape[1:], np.float32)
         for slot, f in enumerate(selected):
             feats[slot], ptrs[slot] = track.cond_memories[f]
-        session._state = state._replace(cond_features=state.cond_features.at[obj].set(feats),
-                                        cond_pointers=state.cond_pointers.at[obj].set(ptrs))
+        session._state = _set_object_memories(state, obj, feats, ptrs, conditioning=True)
         session._planner.cond_frames[obj] = list(selected)
 
     def _refill(self, obj: int, frame_idx: int, reverse: bool):
@@ -421,8 +448,7 @@ class SessionPlan:
         for slot, f in enumerate(needed):
             feats[slot], ptrs[slot] = track.memories[f]
             frames[slot] = f
-        session._state = state._replace(recent_features=state.recent_features.at[obj].set(feats),
-                                        recent_pointers=state.recent_pointers.at[obj].set(ptrs))
+        session._state = _set_object_memories(state, obj, feats, ptrs, conditioning=False)
         planner.ring_frames[obj] = frames
 
     def _forget_tracked_memories(self, obj: int, frames) -> None:

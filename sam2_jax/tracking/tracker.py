@@ -69,6 +69,15 @@ def prompt_bucket(n: int) -> int:
     return 1 << max(n - 1, 0).bit_length()
 
 
+MIN_SESSION_POINTS = 8  # a session's steps take at least 8 point slots: clicks up to 8 share one program
+
+
+def object_bucket(n: int) -> int:
+    """The object rows of a session's bank and steps for `n` objects: a power of two (1, 2, 4, 8, 16, ...),
+    the rows past `n` inert (no memory read or written, outputs dropped), so object counts share programs."""
+    return prompt_bucket(n)
+
+
 @dataclasses.dataclass(frozen=True)
 class BankShape:
     """Static sizes of the memory bank."""
@@ -88,15 +97,26 @@ class BankShape:
                    config.memory_encoder_output_channels, config.vision_config.fpn_hidden_size)
 
 
-def init_state(shape: BankShape, feature_dtype=jnp.bfloat16) -> TrackerState:
-    """An empty bank; inference stores memory features in bfloat16 (training may keep its compute dtype)."""
+def init_state(shape: BankShape, feature_dtype=jnp.bfloat16, xp=jnp) -> TrackerState:
+    """An empty bank; inference stores memory features in bfloat16 (training may keep its compute dtype).
+    `xp=np` makes it on the host (a session puts it on the device as it is, with no program to compile)."""
     n, cc, r = shape.num_objects, shape.cond_capacity, shape.ring
     return TrackerState(
-        cond_features=jnp.zeros((n, cc, shape.tokens, shape.memory_dim), feature_dtype),
-        cond_pointers=jnp.zeros((n, cc, shape.hidden), jnp.float32),
-        recent_features=jnp.zeros((n, r, shape.tokens, shape.memory_dim), feature_dtype),
-        recent_pointers=jnp.zeros((n, r, shape.hidden), jnp.float32),
+        cond_features=xp.zeros((n, cc, shape.tokens, shape.memory_dim), feature_dtype),
+        cond_pointers=xp.zeros((n, cc, shape.hidden), jnp.float32),
+        recent_features=xp.zeros((n, r, shape.tokens, shape.memory_dim), feature_dtype),
+        recent_pointers=xp.zeros((n, r, shape.hidden), jnp.float32),
     )
+
+
+def set_object_memories(state: TrackerState, obj, features, pointers, conditioning: bool) -> TrackerState:
+    """The bank with object row `obj`'s conditioning (or ring) slots replaced by features (Cc|R, L, M) and
+    pointers (Cc|R, C): the session's refills from its host archive, as one small jitted program a bank shape."""
+    if conditioning:
+        return state._replace(cond_features=state.cond_features.at[obj].set(features),
+                              cond_pointers=state.cond_pointers.at[obj].set(pointers))
+    return state._replace(recent_features=state.recent_features.at[obj].set(features),
+                          recent_pointers=state.recent_pointers.at[obj].set(pointers))
 
 
 # --------------------------------------------------------------------------------------- device side
@@ -201,3 +221,17 @@ def track_frames(module: Sam2VideoModule, params, state: TrackerState, features,
         return carry, out
 
     return jax.lax.scan(body, state, (features[0], inputs))
+
+
+def encode_frames_apart(module: Sam2VideoModule, params, pixel_values):
+    """`encode_frames`, each frame's features returned apart: a tuple of T ((s0, s1, level2) with a leading
+    axis of 1, PE), so the session caches frames with no slicing program of its own."""
+    (s0, s1, level2), pe = encode_frames(module, params, pixel_values)
+    return tuple(((s0[i:i + 1], s1[i:i + 1], level2[i:i + 1]), pe) for i in range(pixel_values.shape[0]))
+
+
+def track_frames_apart(module: Sam2VideoModule, params, state: TrackerState, frame_features, inputs: StepInputs):
+    """`track_frames` on T frames' features as the session caches them (`encode_frames_apart`): stacked here,
+    inside the program, rather than by a concatenation program of their own."""
+    stacked = tuple(jnp.concatenate([f[0][k] for f in frame_features]) for k in range(3))
+    return track_frames(module, params, state, (stacked, frame_features[0][1]), inputs)

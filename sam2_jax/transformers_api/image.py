@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import processing, weights
+from .. import processing, runtime, weights
 from ..config import Sam2Config, replace
 from ..models.sam2 import Sam2ImageModule
 from ..tracking.tracker import prompt_bucket
@@ -117,6 +117,7 @@ class Sam2Model(PretrainedModel):
         self.dtype = jnp.dtype(dtype)
         self.params = _cast_floats(params, self.dtype)
         self.module = Sam2ImageModule(self.config)
+        runtime.default_compile_cache()
         apply = self.module.apply
         self._encode = jax.jit(lambda p, x: apply({"params": p}, x, method=Sam2ImageModule.image_embeddings))
         self._decode = jax.jit(
@@ -365,7 +366,7 @@ class Sam2Processor:
                                                   original_sizes=out["original_sizes"].tolist(),
                                                   target_size=self.target_size, sizes_from_images=images is not None))
         if return_tensors == "jax":
-            out = BatchFeature({k: jnp.asarray(v) for k, v in out.items()})
+            out = BatchFeature({k: jax.device_put(np.asarray(v)) for k, v in out.items()})  # no program to compile
         return out
 
     def post_process_masks(self, masks, original_sizes, mask_threshold: float = 0.0, binarize: bool = True,

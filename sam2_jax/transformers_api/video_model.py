@@ -20,8 +20,8 @@ from .. import processing, runtime
 from ..config import Sam2Config, replace
 from ..io.frames import VideoError
 from ..models.sam2_video import Sam2VideoModule
-from ..tracking import tracker
 from ..tracking.plan import SessionPlan, mask_prompts
+from ..tracking.programs import WarmUp, program_set
 from .image import ModelOutput, PretrainedModel, _cast_floats
 from .video_session import Sam2VideoInferenceSession
 
@@ -57,10 +57,21 @@ class Sam2VideoModel(PretrainedModel):
         self.dtype = jnp.dtype(dtype)
         self.params = _cast_floats(params, self.dtype)
         self.module = Sam2VideoModule(self.config)
-        module = self.module
-        self._encode = jax.jit(functools.partial(tracker.encode_frames, module))
-        self._step = jax.jit(functools.partial(tracker.track_step, module), donate_argnums=(1,))
-        self._scan = jax.jit(functools.partial(tracker.track_frames, module), donate_argnums=(1,))
+        self.programs = program_set(self.config, self.dtype)
+        runtime.default_compile_cache()
+
+    def warm_up(self, max_objects: int = 16, background: bool = True, max_conditioning_frames: int = 8):
+        """Compile the programs a session of up to `max_objects` objects runs (`tracking.programs`), most needed
+        first, so that clicks answer at once: on a background thread while the video loads (a `WarmUp`:
+        `wait()`, `done`, `stop()`; a click that comes first compiles, or waits for, only its own program), or
+        here with `background=False`. `max_conditioning_frames` is the sessions' (the default's)."""
+        if isinstance(max_objects, bool) or not isinstance(max_objects, int) or max_objects < 1:
+            raise ValueError(f"max_objects: expected an int >= 1, got {max_objects!r}")
+        run = functools.partial(self.programs.warm_up, self.params, max_objects, max_conditioning_frames)
+        if background:
+            return WarmUp(run)
+        run()
+        return None
 
     # ------------------------------------------------------------------------------------ inference
     def __call__(self, inference_session: Sam2VideoInferenceSession, frame_idx: int | None = None, frame=None,
@@ -101,15 +112,13 @@ class Sam2VideoModel(PretrainedModel):
         order = self._processing_order(session, start_frame_idx, max_frame_num_to_track, reverse)
         pos = 0
         while pos < len(order):
-            chunk = order[pos:pos + self.scan_length]
-            outputs = (self._run_frames_scanned(session, chunk, reverse, order) if len(chunk) == self.scan_length
-                       else [])
+            chunk = order[pos:pos + self.programs.scan_length]
+            outputs = (self._run_frames_scanned(session, chunk, reverse, order)
+                       if len(chunk) == self.programs.scan_length else [])
             if not outputs:  # a prompted frame, a memory refill or the tail: one frame at a time
                 outputs = [self._run_frame(session, order[pos], reverse, True, lookahead=order)]
             pos += len(outputs)
             yield from outputs
-
-    scan_length = 8  # frames per jitted scan during propagation (each scan is one dispatch)
 
     def propagate_in_video(self, inference_session: Sam2VideoInferenceSession, start_frame_idx=None,
                            max_frame_num_to_track=None, reverse: bool = False, both_directions: bool = False
@@ -167,14 +176,17 @@ class Sam2VideoModel(PretrainedModel):
 
     def _features(self, session, frame_idx: int, lookahead=()):
         """Vision features of a frame: from the cache, or encoded together with the frames that follow it in
-        `lookahead` (the propagation order), so frames are encoded in batches ahead of the memory loop."""
+        `lookahead` (the propagation order; else the next frames of the video), so frames are encoded in
+        batches ahead of the memory loop, always of one size (`programs.frames()`: one program)."""
         cache = session._vision_cache
         if frame_idx not in cache:
-            batch = [frame_idx]
-            size = self._lookahead_batch_size()
+            size = self.programs.frames()
             if frame_idx in lookahead:
                 pos = list(lookahead).index(frame_idx)
                 batch = list(lookahead[pos:pos + size])
+            else:
+                last = frame_idx + 1 if session.streaming else min(frame_idx + size, session.num_frames)
+                batch = [f for f in range(frame_idx, last) if f not in cache or f == frame_idx]
             frames = []
             for f in batch:
                 try:
@@ -184,31 +196,20 @@ class Sam2VideoModel(PretrainedModel):
                         raise
                     break  # a damaged frame ahead: its error comes when tracking reaches it
             batch = batch[:len(frames)]
-            if frame_idx in lookahead:  # look-ahead batches always have the same size: one compilation
-                frames += frames[-1:] * (size - len(batch))
-            (s0, s1, level2), pe = self._encode(self.params, jnp.stack(frames))
-            for i, f in enumerate(batch):
-                cache[f] = ((s0[i:i + 1], s1[i:i + 1], level2[i:i + 1]), pe)
+            frames += frames[-1:] * (size - len(batch))
+            encoded = self.programs("encode", self.params, np.stack(frames))
+            for f, features in zip(batch, encoded):
+                cache[f] = features
             keep = max(session.max_vision_features_cache_size, len(batch))
             while len(cache) > keep:  # oldest first; the batch just encoded is the newest
                 del cache[next(iter(cache))]
         return cache[frame_idx]
 
-    encode_batch_size = 4  # at most this many frames encoded together ahead of the memory loop
-
-    def _lookahead_batch_size(self) -> int:
-        """Frames encoded together during propagation: `encode_batch_size`, but on the CPU no more than 1024x1024
-        pixels in all, beyond which the encoder's activations outgrow the caches: tiny at 1024 px took 1.35 s a
-        frame alone and 1.93 s in batches of 4; small at 256 px, 9 ms alone and 7.4 ms in batches of 4."""
-        if jax.default_backend() != "cpu":
-            return self.encode_batch_size
-        return max(1, min(self.encode_batch_size, 1024 ** 2 // self.config.image_size ** 2))
-
-    def _pixel_values(self, session, frame_idx: int):
+    def _pixel_values(self, session, frame_idx: int) -> np.ndarray:
         if session.streaming:
             return session.streamed_frames[frame_idx]
         pixels, _ = processing.preprocess_images(session.video[frame_idx], size=session.image_size)
-        return jnp.asarray(pixels[0].transpose(1, 2, 0), self.dtype)
+        return np.asarray(pixels[0].transpose(1, 2, 0), self.dtype)
 
     def _run_frame(self, session, frame_idx: int, reverse: bool, run_mem_encoder: bool, lookahead=()):
         """transformers `forward` on one frame: its per-object state machine, then one batched jitted step."""
@@ -217,8 +218,9 @@ class Sam2VideoModel(PretrainedModel):
         features = self._features(session, frame_idx, lookahead)
         plan.ensure_bank()
         inputs = plan.step_inputs(frame_idx, steps, run_mem_encoder, refill=True)
-        session._state, out = self._step(self.params, session._state, features, inputs,
-                                         mask_prompts(steps, session.image_size))
+        masks = mask_prompts(steps, session.image_size, len(inputs.use_memory))
+        session._state, out = self.programs("step", self.params, session._state, features, inputs, masks)
+        out = jax.tree_util.tree_map(np.asarray, out)
         plan.advance(frame_idx, steps)
         runtime.heap_trimmer.count(1)
         return self._output(session, frame_idx, *plan.record(frame_idx, steps, out))
@@ -237,11 +239,15 @@ class Sam2VideoModel(PretrainedModel):
         planned = plan.plan_scan(frames, reverse)
         if not planned:
             return []
-        features = features[:len(planned)]
-        pe = features[0][1]
-        stacked_features = tuple(jnp.concatenate([feat[0][k] for feat in features]) for k in range(3))
-        inputs = jax.tree_util.tree_map(lambda *xs: np.stack(xs), *[step_inputs for _, _, step_inputs in planned])
-        session._state, out = self._scan(self.params, session._state, (stacked_features, pe), inputs)
+        # A scan is always `scan_length` frames (one program): a shorter one repeats its last frame, writing nothing.
+        shape, pad = session._planner.shape, len(frames) - len(planned)
+        last = planned[-1][2]
+        idle = last._replace(write_cond_slot=np.full_like(last.write_cond_slot, shape.cond_capacity),
+                             write_recent_slot=np.full_like(last.write_recent_slot, shape.ring))
+        inputs = jax.tree_util.tree_map(lambda *xs: np.stack(xs),
+                                        *[step_inputs for _, _, step_inputs in planned], *[idle] * pad)
+        features = features[:len(planned)] + features[len(planned) - 1:len(planned)] * pad
+        session._state, out = self.programs("scan", self.params, session._state, tuple(features), inputs)
         out = jax.tree_util.tree_map(np.asarray, out)
         runtime.heap_trimmer.count(len(planned))
         return [self._output(session, f, *plan.record(f, steps, jax.tree_util.tree_map(lambda x: x[t], out)))
@@ -249,6 +255,6 @@ class Sam2VideoModel(PretrainedModel):
 
     @staticmethod
     def _output(session, frame_idx: int, pred_masks, scores) -> Sam2VideoSegmentationOutput:
-        return Sam2VideoSegmentationOutput(
-            object_ids=session.obj_ids, pred_masks=jnp.asarray(pred_masks)[:, None],
-            object_score_logits=jnp.asarray(scores)[:, None], frame_idx=frame_idx)
+        return Sam2VideoSegmentationOutput(  # shaped on the host and put on the device: no program of their own
+            object_ids=session.obj_ids, pred_masks=jax.device_put(np.asarray(pred_masks)[:, None]),
+            object_score_logits=jax.device_put(np.asarray(scores)[:, None]), frame_idx=frame_idx)

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..tracking import tracker
+from ..tracking.plan import resize_bank
 
 
 @dataclasses.dataclass
@@ -77,7 +78,7 @@ class Sam2VideoInferenceSession:
         self.max_conditioning_frames = int(max_conditioning_frames)
         self.keep_memory_archive = video is not None if keep_memory_archive is None else keep_memory_archive
         # Streaming keeps only the newest frames (pixel_values (S,S,3)), so memory stays flat.
-        self.streamed_frames: dict[int, jax.Array] = {}
+        self.streamed_frames: dict[int, np.ndarray] = {}
         self.num_streamed = 0
         self._vision_cache: dict[int, Any] = {}
         self.reset_tracking_data()
@@ -130,14 +131,14 @@ class Sam2VideoInferenceSession:
 
     def add_new_frame(self, pixel_values, frame_idx: int | None = None) -> int:
         """Append a streamed frame (3,S,S) or (1,3,S,S) of processor output; returns its index."""
-        frame = jnp.asarray(pixel_values)
+        frame = np.asarray(pixel_values)  # on the host: no program compiles for a frame
         if frame.ndim == 4:
             frame = frame[0]
         if frame.shape != (3, self.image_size, self.image_size):
             raise ValueError(f"frame: expected processor output of shape (3, {self.image_size}, {self.image_size}), "
                              f"got {tuple(pixel_values.shape)}")
         frame_idx = self.num_streamed if frame_idx is None else int(frame_idx)
-        self.streamed_frames[frame_idx] = jnp.transpose(frame, (1, 2, 0)).astype(self.dtype)
+        self.streamed_frames[frame_idx] = frame.transpose(1, 2, 0).astype(self.dtype)
         self.num_streamed = max(self.num_streamed, frame_idx + 1)
         while len(self.streamed_frames) > self.max_vision_features_cache_size:
             del self.streamed_frames[min(self.streamed_frames)]
@@ -169,8 +170,9 @@ class Sam2VideoInferenceSession:
         self.obj_with_new_inputs = [o for o in self.obj_with_new_inputs if o != obj_id]
         if self._state is not None:
             keep = [i for i in range(len(self._planner.cond_frames)) if i != idx]
-            self._state = tracker.TrackerState(*(x[np.asarray(keep, np.int32)] for x in self._state))
-            self._planner.drop_object(idx)
+            shape = dataclasses.replace(self._planner.shape, num_objects=tracker.object_bucket(len(keep)))
+            self._state = resize_bank(self._state, keep, shape)
+            self._planner.drop_object(idx, shape)
 
     def clear_prompts_in_frame(self, frame_idx: int, obj_id) -> None:
         """Remove one object's prompts on one frame (the original predictor's `clear_all_prompts_in_frame`)."""
