@@ -33,6 +33,7 @@ if CHROMIUM is None:
 
 from sam2_jax import Sam2VideoModel, Sam2VideoProcessor  # noqa: E402
 from sam2_jax.app import server  # noqa: E402
+from sam2_jax.app.annotation import Job, warm_up  # noqa: E402
 from sam2_jax.io.clips import generate_clip  # noqa: E402
 from sam2_jax.io.frames import open_video  # noqa: E402
 from sam2_jax.io.writers import make_writer
@@ -79,7 +80,7 @@ def served(tmp_path_factory):
     (folder / "notes.txt").write_text("not a video\n")
     model = Sam2VideoModel.from_pretrained(MODEL)
     processor = Sam2VideoProcessor.from_pretrained(MODEL)
-    server.warm_up(model, processor)
+    warm_up(model, processor)
     app = server.create_app(model, processor, root=folder, max_video_bytes=LIMIT, model_name=MODEL)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -312,7 +313,7 @@ def test_bad_input_shows_a_message_and_changes_nothing(served):
     assert annotation.session.get_obj_num() == 0 and not annotation.prompts and not annotation.masks
 
     # While a propagation runs, changes are refused with its progress.
-    annotation.job = server.Job(total=FRAMES)
+    annotation.job = Job(total=FRAMES)
     page.evaluate(f"app.prompt({{point: [{WIDTH / 2}, {HEIGHT / 2}], label: 1}})")
     shows_error(page, "propagation is running (0/8 frames)")
     annotation.job.running = False
