@@ -151,8 +151,9 @@ def library_masks(served, out) -> dict[int, np.ndarray]:
     return dict(zip(out.object_ids, masks))
 
 
-def overlay_drawn(page) -> tuple[float, float]:
-    """(share of mask pixels blended with their object's colour, share of other pixels left as the frame)."""
+def overlay_drawn(page) -> tuple[float, float, float]:
+    """(share of mask pixels drawn nearer their object's colour than the frame is, share of the masks' edge pixels
+    drawn in exactly that colour (the outline), share of pixels more than 4 px from any mask left as the frame)."""
     return page.evaluate("""() => {
         const {width, height} = app.video;
         const raw = document.createElement("canvas");
@@ -161,21 +162,30 @@ def overlay_drawn(page) -> tuple[float, float]:
         rctx.drawImage(app.image, 0, 0);
         const frame = rctx.getImageData(0, 0, width, height).data;
         const shown = document.getElementById("view").getContext("2d").getImageData(0, 0, width, height).data;
-        const owner = new Int32Array(width * height);
-        for (const {obj_id, mask} of app.masks) mask.forEach((v, p) => { if (v && !owner[p]) owner[p] = obj_id; });
-        let blended = 0, inside = 0, kept = 0, outside = 0;
+        const owner = new Int32Array(width * height);  // the id drawn on top: the lowest
+        for (const {obj_id, mask} of app.masks) mask.forEach((v, p) => {
+            if (v && (!owner[p] || obj_id < owner[p])) owner[p] = obj_id;
+        });
+        const near = dilate(Uint8Array.from(owner, (o) => o ? 1 : 0), width, height, 4);
+        const distance = (pixels, p, rgb) => Math.hypot(...rgb.map((v, c) => pixels[4 * p + c] - v));
+        let inside = 0, tinted = 0, edges = 0, outlined = 0, far = 0, kept = 0;
         for (let p = 0; p < width * height; p++) {
             if (owner[p]) {
-                const id = owner[p] % 256, rgb = [0, 0, 0];
-                for (let b = 0; b < 3; b++) for (let c = 0; c < 3; c++) rgb[c] |= ((id >> (3 * b + c)) & 1) << (7 - b);
+                const rgb = shade(owner[p]);
                 inside++;
-                if ([0, 1, 2].every(c => Math.abs(shown[4*p+c] - (frame[4*p+c] + rgb[c]) / 2) <= 1)) blended++;
-            } else {
-                outside++;
+                if (distance(shown, p, rgb) < distance(frame, p, rgb) || distance(shown, p, rgb) === 0) tinted++;
+                const x = p % width, y = Math.floor(p / width);
+                if ((x > 0 && !owner[p - 1]) || (x < width - 1 && !owner[p + 1]) ||
+                    (y > 0 && !owner[p - width]) || (y < height - 1 && !owner[p + width])) {
+                    edges++;
+                    if (distance(shown, p, rgb) === 0) outlined++;
+                }
+            } else if (!near[p]) {
+                far++;
                 if ([0, 1, 2].every(c => shown[4*p+c] === frame[4*p+c])) kept++;
             }
         }
-        return [blended / Math.max(inside, 1), kept / Math.max(outside, 1)];
+        return [tinted / Math.max(inside, 1), outlined / Math.max(edges, 1), kept / Math.max(far, 1)];
     }""")
 
 
@@ -205,8 +215,8 @@ def test_click_propagate_refine_export(served, tmp_path):
     iou = (expected[0][1] & clip.masks[0, 0]).sum() / (expected[0][1] | clip.masks[0, 0]).sum()
     assert iou > 0.5, iou  # the packaged model finds the shape
     sync_api.expect(page.locator("#timing")).to_contain_text("mask in")
-    blended, kept = overlay_drawn(page)
-    assert blended > 0.9 and kept > 0.99, (blended, kept)  # the click marker covers a few mask pixels
+    tinted, outlined, kept = overlay_drawn(page)
+    assert tinted > 0.9 and outlined > 0.9 and kept > 0.99, (tinted, outlined, kept)  # the click marker covers a few
     click_ms = page.evaluate("app.lastClickMs")
     print(f"click to mask on the page: {click_ms:.0f} ms")
     assert click_ms < 1000
@@ -219,6 +229,8 @@ def test_click_propagate_refine_export(served, tmp_path):
     assert sorted(m["obj_id"] for m in reply["masks"]) == [1, 2]
     for m in reply["masks"]:
         np.testing.assert_array_equal(decode(m["counts"]), expected[0][m["obj_id"]])
+    tinted, outlined, kept = overlay_drawn(page)
+    assert tinted > 0.9 and outlined > 0.9 and kept > 0.99, (tinted, outlined, kept)
     page.screenshot(path=shots / "2_clicked.png")
 
     # Propagate forward: progress bar to the end, masks on every frame.

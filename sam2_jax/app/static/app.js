@@ -58,6 +58,9 @@ function colour(id) {
   }
   return rgb.some((v) => v) ? rgb : [255, 255, 255];
 }
+// The page's colour of an object: its palette colour brightened (the square root of each channel), so that the
+// palette's dark colours show on dark frames; hues, and which objects look alike, stay the palette's.
+const shade = (id) => colour(id).map((v) => Math.round(255 * Math.sqrt(v / 255)));
 const css = (rgb) => `rgb(${rgb.join(",")})`;
 
 // Uncompressed COCO RLE counts (column-major runs, 0s first) -> a row-major 0/1 array.
@@ -76,6 +79,30 @@ function decodeRle(counts, height, width) {
   return mask;
 }
 
+// Pixels within `r` (a square) of a set pixel of a row-major 0/1 mask: a sliding-window count along the rows,
+// then along the columns.
+function dilate(mask, width, height, r) {
+  const rows = new Uint8Array(mask.length), out = new Uint8Array(mask.length);
+  const pass = (src, dst, lines, length, index) => {
+    for (let line = 0; line < lines; line++) {
+      let count = 0; // set pixels in [i - 2r, i], written at i - r
+      for (let i = 0; i < length + r; i++) {
+        if (i < length) count += src[index(line, i)];
+        if (i > 2 * r) count -= src[index(line, i - 2 * r - 1)];
+        if (i >= r) dst[index(line, i - r)] = count > 0 ? 1 : 0;
+      }
+    }
+  };
+  pass(mask, rows, height, width, (y, x) => y * width + x);
+  pass(rows, out, width, height, (x, y) => y * width + x);
+  return out;
+}
+
+const FILL = 0.5; // the share of an object's colour in its mask's pixels
+
+// The frame, each mask filled with its object's colour and outlined: a band of the colour along the inside of its
+// edge (about 2 screen pixels), and a line outside it (about 1) black or white, whichever contrasts with the frame
+// there, so that a mask shows on dark, bright and colourful frames alike. Then the prompts.
 function draw() {
   if (!app.image) return;
   const { width, height } = app.video;
@@ -83,11 +110,28 @@ function draw() {
   if (app.masks.length) {
     const pixels = ctx.getImageData(0, 0, width, height);
     const data = pixels.data;
-    for (const { obj_id, mask } of [...app.masks].sort((a, b) => b.obj_id - a.obj_id)) {
-      const rgb = colour(obj_id); // lower ids end on top, as in the overlay mp4
+    const frame = data.slice();
+    const perScreenPixel = width / (view.clientWidth || width);
+    const band = Math.max(1, Math.round(2 * perScreenPixel)), line = Math.max(1, Math.round(perScreenPixel));
+    const masks = [...app.masks].sort((a, b) => b.obj_id - a.obj_id); // lower ids end on top, as in the overlay mp4
+    for (const { obj_id, mask } of masks) {
+      const rgb = shade(obj_id);
       for (let p = 0; p < mask.length; p++) {
         if (!mask[p]) continue;
-        for (let c = 0; c < 3; c++) data[4 * p + c] = Math.round(0.5 * data[4 * p + c] + 0.5 * rgb[c]);
+        for (let c = 0; c < 3; c++) data[4 * p + c] = Math.round((1 - FILL) * data[4 * p + c] + FILL * rgb[c]);
+      }
+    }
+    for (const { obj_id, mask } of masks) { // outlines after every fill, so that no fill covers one
+      const rgb = shade(obj_id);
+      const nearOutside = dilate(mask.map((v) => 1 - v), width, height, band);
+      const nearInside = dilate(mask, width, height, line);
+      for (let p = 0; p < mask.length; p++) {
+        if (mask[p] && nearOutside[p]) {
+          for (let c = 0; c < 3; c++) data[4 * p + c] = rgb[c];
+        } else if (!mask[p] && nearInside[p]) {
+          const luma = 0.299 * frame[4 * p] + 0.587 * frame[4 * p + 1] + 0.114 * frame[4 * p + 2];
+          data[4 * p] = data[4 * p + 1] = data[4 * p + 2] = luma < 128 ? 255 : 0;
+        }
       }
     }
     ctx.putImageData(pixels, 0, 0);
@@ -97,7 +141,7 @@ function draw() {
   for (const prompt of app.prompts) {
     if (prompt.box) {
       const [x1, y1, x2, y2] = prompt.box;
-      ctx.strokeStyle = css(colour(prompt.obj_id));
+      ctx.strokeStyle = css(shade(prompt.obj_id));
       ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
     }
     prompt.points.forEach(([x, y], k) => {
@@ -166,7 +210,7 @@ function renderObjects() {
     item.className = id === app.selected ? "selected" : "";
     const swatch = document.createElement("span");
     swatch.className = "swatch";
-    swatch.style.background = css(colour(id));
+    swatch.style.background = css(shade(id));
     const remove = document.createElement("button");
     remove.className = "remove";
     remove.title = "remove this object";
