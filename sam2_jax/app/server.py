@@ -158,6 +158,29 @@ def create_app(model, processor, root: Path | None = None, max_video_bytes: int 
             except (ValueError, TypeError) as err:  # the library's checks: the session is unchanged
                 raise AppError(str(err)) from err
 
+    def refine(sid: str, action) -> dict:
+        """Run `action(annotation)`, a prompt given or taken back, which returns its frame and the propagation
+        passes to run again (a tracked frame changed); reply with that frame's masks and the seconds it took,
+        and start the passes (their thread takes over the annotation's lock)."""
+        found = annotation(sid)
+        found.check_idle()
+        found.lock.acquire()
+        handed = False  # to the propagation thread, which releases the lock when it ends
+        try:
+            began = time.perf_counter()
+            frame, passes = action(found)
+            reply = {**found.frame_masks(frame), "seconds": round(time.perf_counter() - began, 4),
+                     "propagating": bool(passes)}
+            if passes:
+                found.propagate(passes)
+                handed = True
+            return reply
+        except (ValueError, TypeError) as err:  # the library's checks: the session is unchanged
+            raise AppError(str(err)) from err
+        finally:
+            if not handed:
+                found.lock.release()
+
     @app.get("/", include_in_schema=False)
     def index():
         return FileResponse(STATIC / "index.html")
@@ -227,24 +250,12 @@ def create_app(model, processor, root: Path | None = None, max_video_bytes: int 
             raise AppError("expected a point or a box")
         if body.label not in (0, 1):
             raise AppError(f"label: expected 1 (positive) or 0 (negative), got {body.label}")
-        found = annotation(sid)
-        found.check_idle()
-        found.lock.acquire()
-        handed = False  # to the propagation thread, which releases the lock when it ends
-        try:
-            began = time.perf_counter()
-            passes = found.add_prompt(body.frame, body.obj_id, body.point, body.label, body.box)
-            reply = {**found.frame_masks(body.frame), "seconds": round(time.perf_counter() - began, 4),
-                     "propagating": bool(passes)}
-            if passes:
-                found.propagate(passes)
-                handed = True
-            return reply
-        except (ValueError, TypeError) as err:  # the library's checks: the session is unchanged
-            raise AppError(str(err)) from err
-        finally:
-            if not handed:
-                found.lock.release()
+        return refine(sid, lambda a: (body.frame, a.add_prompt(body.frame, body.obj_id, body.point, body.label,
+                                                                body.box)))
+
+    @app.post("/api/sessions/{sid}/undo")
+    def undo(sid: str):
+        return refine(sid, Annotation.undo)
 
     @app.post("/api/sessions/{sid}/propagate")
     def propagate(sid: str, body: Direction):
