@@ -77,12 +77,14 @@ class OpenVideo(BaseModel):
 
 
 def create_app(model, processor, root: Path | None = None, max_video_bytes: int = 500 * 2**20,
-               idle_timeout: float = 1800.0, model_name: str = "") -> FastAPI:
+               idle_timeout: float = 1800.0, model_name: str = "", warmed: threading.Event | None = None) -> FastAPI:
     """The FastAPI app: the page and its JSON API, sessions for `model` and `processor` (loaded once, shared).
 
     root: the video file or folder whose videos the page may open (nothing else is served); None for uploads
       only. max_video_bytes: the largest video (file, frame folder, upload) accepted. idle_timeout: seconds
-      without a request after which a tab's session is freed (closing the tab frees it at once).
+      without a request after which a tab's session is freed (closing the tab frees it at once). warmed: set
+      when the model's programs are compiled (a warm-up in the background); until then the page says it is
+      compiling (a click may wait for a compilation). None: nothing to wait for.
     """
     root = None if root is None else Path(root).resolve()
     sessions: dict[str, Annotation] = {}
@@ -185,9 +187,14 @@ def create_app(model, processor, root: Path | None = None, max_video_bytes: int 
     def index():
         return FileResponse(STATIC / "index.html")
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon():  # the page links the same icon; this is for the JSON pages opened in a tab
+        return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
+
     @app.get("/api/videos")
     def videos():
-        return {"videos": list_videos(root), "max_video_mb": max_video_bytes / 2**20, "model": model_name}
+        return {"videos": list_videos(root), "max_video_mb": max_video_bytes / 2**20, "model": model_name,
+                "compiling": warmed is not None and not warmed.is_set()}
 
     @app.post("/api/sessions")
     def open_listed(body: OpenVideo):

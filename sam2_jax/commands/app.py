@@ -76,11 +76,18 @@ def run(args: argparse.Namespace) -> int:
     model = Sam2VideoModel.from_pretrained(args.model)
     processor = Sam2VideoProcessor.from_pretrained(args.model)
     annotation.warm_up(model, processor)
-    stop = threading.Event()
-    warming = threading.Thread(target=annotation.warm_up, args=(model, processor, True, stop), name="warm-up")
+    stop, warmed = threading.Event(), threading.Event()
+
+    def warm_up_the_rest() -> None:  # what later clicks need; the page says "compiling" until `warmed` is set
+        try:
+            annotation.warm_up(model, processor, True, stop)
+        finally:
+            warmed.set()
+
+    warming = threading.Thread(target=warm_up_the_rest, name="warm-up")
     warming.start()
     app = server.create_app(model, processor, root=root, max_video_bytes=int(args.max_video_mb * 2**20),
-                            idle_timeout=args.idle_timeout, model_name=args.model)
+                            idle_timeout=args.idle_timeout, model_name=args.model, warmed=warmed)
     print(f"open http://{args.host}:{args.port} (Ctrl-C stops)", flush=True)
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
