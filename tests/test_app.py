@@ -166,7 +166,14 @@ def overlay_drawn(page) -> tuple[float, float, float]:
         for (const {obj_id, mask} of app.masks) mask.forEach((v, p) => {
             if (v && (!owner[p] || obj_id < owner[p])) owner[p] = obj_id;
         });
-        const near = dilate(Uint8Array.from(owner, (o) => o ? 1 : 0), width, height, 4);
+        const near = new Uint8Array(width * height);  // within 4 px of a mask
+        owner.forEach((o, p) => {
+            if (!o) return;
+            const x = p % width, y = Math.floor(p / width);
+            for (let dy = -4; dy <= 4; dy++) for (let dx = -4; dx <= 4; dx++) {
+                if (x + dx >= 0 && x + dx < width && y + dy >= 0 && y + dy < height) near[p + dy * width + dx] = 1;
+            }
+        });
         const distance = (pixels, p, rgb) => Math.hypot(...rgb.map((v, c) => pixels[4 * p + c] - v));
         let inside = 0, tinted = 0, edges = 0, outlined = 0, far = 0, kept = 0;
         for (let p = 0; p < width * height; p++) {

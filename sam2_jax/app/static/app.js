@@ -79,30 +79,11 @@ function decodeRle(counts, height, width) {
   return mask;
 }
 
-// Pixels within `r` (a square) of a set pixel of a row-major 0/1 mask: a sliding-window count along the rows,
-// then along the columns.
-function dilate(mask, width, height, r) {
-  const rows = new Uint8Array(mask.length), out = new Uint8Array(mask.length);
-  const pass = (src, dst, lines, length, index) => {
-    for (let line = 0; line < lines; line++) {
-      let count = 0; // set pixels in [i - 2r, i], written at i - r
-      for (let i = 0; i < length + r; i++) {
-        if (i < length) count += src[index(line, i)];
-        if (i > 2 * r) count -= src[index(line, i - 2 * r - 1)];
-        if (i >= r) dst[index(line, i - r)] = count > 0 ? 1 : 0;
-      }
-    }
-  };
-  pass(mask, rows, height, width, (y, x) => y * width + x);
-  pass(rows, out, width, height, (x, y) => y * width + x);
-  return out;
-}
-
 const FILL = 0.5; // the share of an object's colour in its mask's pixels
 
 // The frame, each mask filled with its object's colour and outlined: a band of the colour along the inside of its
-// edge (about 2 screen pixels), and a line outside it (about 1) black or white, whichever contrasts with the frame
-// there, so that a mask shows on dark, bright and colourful frames alike. Then the prompts.
+// edge (about 2 screen pixels), and a line outside it (about 1) black or white, whichever contrasts with what is
+// drawn there, so that a mask shows on dark, bright and colourful frames alike. Then the prompts.
 function draw() {
   if (!app.image) return;
   const { width, height } = app.video;
@@ -110,30 +91,41 @@ function draw() {
   if (app.masks.length) {
     const pixels = ctx.getImageData(0, 0, width, height);
     const data = pixels.data;
-    const frame = data.slice();
     const perScreenPixel = width / (view.clientWidth || width);
     const band = Math.max(1, Math.round(2 * perScreenPixel)), line = Math.max(1, Math.round(perScreenPixel));
+    const reach = Math.max(band - 1, line);
     const masks = [...app.masks].sort((a, b) => b.obj_id - a.obj_id); // lower ids end on top, as in the overlay mp4
-    for (const { obj_id, mask } of masks) {
-      const rgb = shade(obj_id);
-      for (let p = 0; p < mask.length; p++) {
+    const edges = masks.map(({ obj_id, mask }) => { // the fill; and the mask's pixels with a 4-neighbour outside it
+      const rgb = shade(obj_id), found = [];
+      for (let p = 0, x = 0; p < mask.length; p++, x = x + 1 === width ? 0 : x + 1) {
         if (!mask[p]) continue;
         for (let c = 0; c < 3; c++) data[4 * p + c] = Math.round((1 - FILL) * data[4 * p + c] + FILL * rgb[c]);
+        if ((x > 0 && !mask[p - 1]) || (x < width - 1 && !mask[p + 1]) ||
+            (p >= width && !mask[p - width]) || (p + width < mask.length && !mask[p + width])) found.push(p);
       }
-    }
-    for (const { obj_id, mask } of masks) { // outlines after every fill, so that no fill covers one
+      return found;
+    });
+    const lined = new Uint8Array(width * height); // outside-line pixels drawn (so their colour is decided once)
+    masks.forEach(({ obj_id, mask }, k) => { // outlines after every fill, so that no fill covers one
       const rgb = shade(obj_id);
-      const nearOutside = dilate(mask.map((v) => 1 - v), width, height, band);
-      const nearInside = dilate(mask, width, height, line);
-      for (let p = 0; p < mask.length; p++) {
-        if (mask[p] && nearOutside[p]) {
-          for (let c = 0; c < 3; c++) data[4 * p + c] = rgb[c];
-        } else if (!mask[p] && nearInside[p]) {
-          const luma = 0.299 * frame[4 * p] + 0.587 * frame[4 * p + 1] + 0.114 * frame[4 * p + 2];
-          data[4 * p] = data[4 * p + 1] = data[4 * p + 2] = luma < 128 ? 255 : 0;
+      for (const p of edges[k]) { // the band and the line: within reach of an edge pixel
+        const x = p % width, y = (p - x) / width;
+        for (let dy = -reach; dy <= reach; dy++) {
+          if (y + dy < 0 || y + dy >= height) continue;
+          for (let dx = -reach; dx <= reach; dx++) {
+            if (x + dx < 0 || x + dx >= width) continue;
+            const q = p + dy * width + dx, far = Math.max(Math.abs(dx), Math.abs(dy));
+            if (mask[q] && far < band) {
+              for (let c = 0; c < 3; c++) data[4 * q + c] = rgb[c];
+            } else if (!mask[q] && far <= line && !lined[q]) {
+              const luma = 0.299 * data[4 * q] + 0.587 * data[4 * q + 1] + 0.114 * data[4 * q + 2];
+              lined[q] = 1;
+              data[4 * q] = data[4 * q + 1] = data[4 * q + 2] = luma < 128 ? 255 : 0;
+            }
+          }
         }
       }
-    }
+    });
     ctx.putImageData(pixels, 0, 0);
   }
   const r = Math.max(3, height / 60);
