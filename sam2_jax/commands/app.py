@@ -16,9 +16,9 @@ from .options import int_type, model_config, positive
 
 EPILOG = """\
 The page: open a video (from the folder given, or an upload); add an object and click on it (left click:
-positive point, right or shift click: negative point, drag: box); propagate forward, backward or both; a
-click on a tracked frame refines it and propagates again from there; export DAVIS PNGs, COCO RLE JSON or
-the overlay mp4. See docs/app.md.
+positive point, right or shift click: negative point, drag: box; Ctrl+Z undoes the last one); propagate
+forward, backward or both; a click on a tracked frame refines it and propagates again from there; export
+DAVIS PNGs, COCO RLE JSON or the overlay mp4. Its keys are listed on it. See docs/app.md.
 
 example:
   sam2-jax app clips/ --model sam2-jax-shapes          # then open http://127.0.0.1:7860
