@@ -71,6 +71,8 @@ class Annotation:
         self.objects: list[int] = []  # ids, in the order they were added on the page
         self.next_id = 1
         self.prompts: dict[tuple[int, int], dict] = {}  # (frame, obj_id) -> {"points", "labels", "box"}
+        self.history: list[tuple[int, int, dict]] = []  # each prompt given, in order: (frame, obj_id, {"point",
+        # "label", "box"}); folding it with `_merged` gives `prompts`, and undo takes its last one back
         self.masks: dict[int, dict[int, np.ndarray]] = {}  # frame -> {obj_id: packed bits of its mask}
         self.tracked: set[int] = set()  # frames a propagation reached
         self.directions = [False]  # the `reverse` of each pass of the last propagation
@@ -129,6 +131,7 @@ class Annotation:
             self.session.remove_object(obj_id)
         self.objects.remove(obj_id)
         self.prompts = {key: p for key, p in self.prompts.items() if key[1] != obj_id}
+        self.history = [step for step in self.history if step[1] != obj_id]
         for masks in self.masks.values():
             masks.pop(obj_id, None)
 
@@ -139,6 +142,7 @@ class Annotation:
         for f, obj_id in [key for key in self.prompts if key[0] == frame]:
             self.session.clear_prompts_in_frame(frame, obj_id)
             del self.prompts[f, obj_id]
+        self.history = [step for step in self.history if step[0] != frame]
         self.masks.pop(frame, None)
 
     def add_prompt(self, frame: int, obj_id: int, point=None, label: int = 1, box=None) -> list[tuple[int, bool]]:
@@ -152,19 +156,36 @@ class Annotation:
                 raise AppError(f"({x:g}, {y:g}) is outside the frame ({self.width}x{self.height} px)")
         if box is not None and not (box[0] < box[2] and box[1] < box[3]):
             raise AppError(f"box: expected x1 < x2 and y1 < y2, got {box}")
-        old = self.prompts.get((frame, obj_id), {"points": [], "labels": [], "box": None})
-        new = {"points": old["points"] + ([list(point)] if point is not None else []),
-               "labels": old["labels"] + ([int(label)] if point is not None else []),
-               "box": list(box) if box is not None else old["box"]}
-        inputs = {}
-        if new["points"]:
-            inputs.update(input_points=[[new["points"]]], input_labels=[[new["labels"]]])
-        if new["box"] is not None:
-            inputs["input_boxes"] = [[new["box"]]]
-        self.processor.add_inputs_to_inference_session(self.session, frame_idx=frame, obj_ids=obj_id, **inputs)
-        self.prompts[frame, obj_id] = new
-        self._store(self.model(inference_session=self.session, frame_idx=frame))
-        return [(frame, reverse) for reverse in self.directions] if frame in self.tracked else []
+        given = {"point": point, "label": label, "box": box}
+        self._give(frame, obj_id, _merged(self.prompts.get((frame, obj_id)), **given))
+        self.history.append((frame, obj_id, given))
+        return self._again(frame)
+
+    def undo(self) -> tuple[int, list[tuple[int, bool]]]:
+        """Take back the last prompt, leaving the session as if it had never been given: the object's earlier
+        prompts on that frame replace its prompts there (`clear_prompts_in_frame`, then given again) and the frame
+        is run again; if it had none there, the session is made again from the prompts left, because the library
+        keeps an object's conditioning output on a frame whose prompts are cleared. Returns the frame and the
+        propagation passes (start, reverse) to run again when frames had been tracked."""
+        if not self.history:
+            raise AppError("nothing to undo")
+        frame, obj_id, _ = self.history[-1]
+        before = None
+        for f, o, given in self.history[:-1]:
+            if (f, o) == (frame, obj_id):
+                before = _merged(before, **given)
+        if before is not None:
+            self.session.clear_prompts_in_frame(frame, obj_id)
+            self._give(frame, obj_id, before)
+            self.history.pop()
+            return frame, self._again(frame)
+        tracked = bool(self.tracked)
+        self.history.pop()
+        self._replay()
+        if not (tracked and self.prompts):
+            return frame, []
+        start = min(f for f, _ in self.prompts)
+        return frame, [(start, reverse) for reverse in self.directions]
 
     def passes(self, direction: str) -> list[tuple[int, bool]]:
         """The propagation passes (start, reverse) of a direction, from the first prompted frame."""
@@ -232,6 +253,30 @@ class Annotation:
             shutil.rmtree(self.upload_dir, ignore_errors=True)
 
     # ---------------------------------------------------------------------------------- internals
+    def _give(self, frame: int, obj_id: int, prompt: dict) -> None:
+        """Give the session every prompt of an object on a frame ({"points", "labels", "box"}, replacing the ones
+        given there before) and run the model on that frame."""
+        inputs = {}
+        if prompt["points"]:
+            inputs.update(input_points=[[prompt["points"]]], input_labels=[[prompt["labels"]]])
+        if prompt["box"] is not None:
+            inputs["input_boxes"] = [[prompt["box"]]]
+        self.processor.add_inputs_to_inference_session(self.session, frame_idx=frame, obj_ids=obj_id, **inputs)
+        self.prompts[frame, obj_id] = prompt
+        self._store(self.model(inference_session=self.session, frame_idx=frame))
+
+    def _replay(self) -> None:
+        """Make the session again from `history`: its tracking data reset (the frames' features kept), then each
+        prompt given in order, its frame run. Frames tracked before lose their masks until the next propagation."""
+        self.session.reset_tracking_data()
+        self.prompts, self.masks, self.tracked = {}, {}, set()
+        for frame, obj_id, given in self.history:
+            self._give(frame, obj_id, _merged(self.prompts.get((frame, obj_id)), **given))
+
+    def _again(self, frame: int) -> list[tuple[int, bool]]:
+        """The passes of the last propagation, from `frame`, if a propagation had reached it (a correction)."""
+        return [(frame, reverse) for reverse in self.directions] if frame in self.tracked else []
+
     def _propagate(self, job: Job, passes) -> None:
         try:
             for start, reverse in passes:
@@ -266,6 +311,15 @@ class Annotation:
     def _check_object(self, obj_id: int) -> None:
         if obj_id not in self.objects:
             raise AppError(f"object {obj_id} is not in this session (objects: {self.objects})", 404)
+
+
+def _merged(prompt: dict | None, point=None, label: int = 1, box=None) -> dict:
+    """An object's prompts on a frame ({"points", "labels", "box"}, or None for none) with a point added or the box
+    set (a box replaces the one before; points stay)."""
+    old = prompt or {"points": [], "labels": [], "box": None}
+    return {"points": old["points"] + ([list(point)] if point is not None else []),
+            "labels": old["labels"] + ([int(label)] if point is not None else []),
+            "box": list(box) if box is not None else old["box"]}
 
 
 def warm_up(model, processor, thorough: bool = False, stop: threading.Event | None = None) -> None:

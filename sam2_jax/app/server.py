@@ -77,12 +77,14 @@ class OpenVideo(BaseModel):
 
 
 def create_app(model, processor, root: Path | None = None, max_video_bytes: int = 500 * 2**20,
-               idle_timeout: float = 1800.0, model_name: str = "") -> FastAPI:
+               idle_timeout: float = 1800.0, model_name: str = "", warmed: threading.Event | None = None) -> FastAPI:
     """The FastAPI app: the page and its JSON API, sessions for `model` and `processor` (loaded once, shared).
 
     root: the video file or folder whose videos the page may open (nothing else is served); None for uploads
       only. max_video_bytes: the largest video (file, frame folder, upload) accepted. idle_timeout: seconds
-      without a request after which a tab's session is freed (closing the tab frees it at once).
+      without a request after which a tab's session is freed (closing the tab frees it at once). warmed: set
+      when the model's programs are compiled (a warm-up in the background); until then the page says it is
+      compiling (a click may wait for a compilation). None: nothing to wait for.
     """
     root = None if root is None else Path(root).resolve()
     sessions: dict[str, Annotation] = {}
@@ -158,13 +160,41 @@ def create_app(model, processor, root: Path | None = None, max_video_bytes: int 
             except (ValueError, TypeError) as err:  # the library's checks: the session is unchanged
                 raise AppError(str(err)) from err
 
+    def refine(sid: str, action) -> dict:
+        """Run `action(annotation)`, a prompt given or taken back, which returns its frame and the propagation
+        passes to run again (a tracked frame changed); reply with that frame's masks and the seconds it took,
+        and start the passes (their thread takes over the annotation's lock)."""
+        found = annotation(sid)
+        found.check_idle()
+        found.lock.acquire()
+        handed = False  # to the propagation thread, which releases the lock when it ends
+        try:
+            began = time.perf_counter()
+            frame, passes = action(found)
+            reply = {**found.frame_masks(frame), "seconds": round(time.perf_counter() - began, 4),
+                     "propagating": bool(passes)}
+            if passes:
+                found.propagate(passes)
+                handed = True
+            return reply
+        except (ValueError, TypeError) as err:  # the library's checks: the session is unchanged
+            raise AppError(str(err)) from err
+        finally:
+            if not handed:
+                found.lock.release()
+
     @app.get("/", include_in_schema=False)
     def index():
         return FileResponse(STATIC / "index.html")
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon():  # the page links the same icon; this is for the JSON pages opened in a tab
+        return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
+
     @app.get("/api/videos")
     def videos():
-        return {"videos": list_videos(root), "max_video_mb": max_video_bytes / 2**20, "model": model_name}
+        return {"videos": list_videos(root), "max_video_mb": max_video_bytes / 2**20, "model": model_name,
+                "compiling": warmed is not None and not warmed.is_set()}
 
     @app.post("/api/sessions")
     def open_listed(body: OpenVideo):
@@ -227,24 +257,12 @@ def create_app(model, processor, root: Path | None = None, max_video_bytes: int 
             raise AppError("expected a point or a box")
         if body.label not in (0, 1):
             raise AppError(f"label: expected 1 (positive) or 0 (negative), got {body.label}")
-        found = annotation(sid)
-        found.check_idle()
-        found.lock.acquire()
-        handed = False  # to the propagation thread, which releases the lock when it ends
-        try:
-            began = time.perf_counter()
-            passes = found.add_prompt(body.frame, body.obj_id, body.point, body.label, body.box)
-            reply = {**found.frame_masks(body.frame), "seconds": round(time.perf_counter() - began, 4),
-                     "propagating": bool(passes)}
-            if passes:
-                found.propagate(passes)
-                handed = True
-            return reply
-        except (ValueError, TypeError) as err:  # the library's checks: the session is unchanged
-            raise AppError(str(err)) from err
-        finally:
-            if not handed:
-                found.lock.release()
+        return refine(sid, lambda a: (body.frame, a.add_prompt(body.frame, body.obj_id, body.point, body.label,
+                                                                body.box)))
+
+    @app.post("/api/sessions/{sid}/undo")
+    def undo(sid: str):
+        return refine(sid, Annotation.undo)
 
     @app.post("/api/sessions/{sid}/propagate")
     def propagate(sid: str, body: Direction):

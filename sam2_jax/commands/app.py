@@ -16,9 +16,9 @@ from .options import int_type, model_config, positive
 
 EPILOG = """\
 The page: open a video (from the folder given, or an upload); add an object and click on it (left click:
-positive point, right or shift click: negative point, drag: box); propagate forward, backward or both; a
-click on a tracked frame refines it and propagates again from there; export DAVIS PNGs, COCO RLE JSON or
-the overlay mp4. See docs/app.md.
+positive point, right or shift click: negative point, drag: box; Ctrl+Z undoes the last one); propagate
+forward, backward or both; a click on a tracked frame refines it and propagates again from there; export
+DAVIS PNGs, COCO RLE JSON or the overlay mp4. Its keys are listed on it. See docs/app.md.
 
 example:
   sam2-jax app clips/ --model sam2-jax-shapes          # then open http://127.0.0.1:7860
@@ -76,11 +76,18 @@ def run(args: argparse.Namespace) -> int:
     model = Sam2VideoModel.from_pretrained(args.model)
     processor = Sam2VideoProcessor.from_pretrained(args.model)
     annotation.warm_up(model, processor)
-    stop = threading.Event()
-    warming = threading.Thread(target=annotation.warm_up, args=(model, processor, True, stop), name="warm-up")
+    stop, warmed = threading.Event(), threading.Event()
+
+    def warm_up_the_rest() -> None:  # what later clicks need; the page says "compiling" until `warmed` is set
+        try:
+            annotation.warm_up(model, processor, True, stop)
+        finally:
+            warmed.set()
+
+    warming = threading.Thread(target=warm_up_the_rest, name="warm-up")
     warming.start()
     app = server.create_app(model, processor, root=root, max_video_bytes=int(args.max_video_mb * 2**20),
-                            idle_timeout=args.idle_timeout, model_name=args.model)
+                            idle_timeout=args.idle_timeout, model_name=args.model, warmed=warmed)
     print(f"open http://{args.host}:{args.port} (Ctrl-C stops)", flush=True)
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

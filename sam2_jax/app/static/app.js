@@ -7,7 +7,8 @@ const ctx = view.getContext("2d", { willReadFrequently: true });
 
 const app = {
   session: null, video: null, frame: 0, objects: [], selected: null,
-  image: null, masks: [], prompts: [], polling: null, loadToken: 0, lastClickMs: null,
+  image: null, masks: [], prompts: [], polling: null, loadToken: 0,
+  clickMs: [], // click to mask drawn, for each prompt given on the page (the browser test prints them)
 };
 window.app = app; // for the browser test and the console
 
@@ -58,6 +59,9 @@ function colour(id) {
   }
   return rgb.some((v) => v) ? rgb : [255, 255, 255];
 }
+// The page's colour of an object: its palette colour brightened (the square root of each channel), so that the
+// palette's dark colours show on dark frames; hues, and which objects look alike, stay the palette's.
+const shade = (id) => colour(id).map((v) => Math.round(255 * Math.sqrt(v / 255)));
 const css = (rgb) => `rgb(${rgb.join(",")})`;
 
 // Uncompressed COCO RLE counts (column-major runs, 0s first) -> a row-major 0/1 array.
@@ -76,6 +80,11 @@ function decodeRle(counts, height, width) {
   return mask;
 }
 
+const FILL = 0.5; // the share of an object's colour in its mask's pixels
+
+// The frame, each mask filled with its object's colour and outlined: a band of the colour along the inside of its
+// edge (about 2 screen pixels), and a line outside it (about 1) black or white, whichever contrasts with what is
+// drawn there, so that a mask shows on dark, bright and colourful frames alike. Then the prompts.
 function draw() {
   if (!app.image) return;
   const { width, height } = app.video;
@@ -83,13 +92,41 @@ function draw() {
   if (app.masks.length) {
     const pixels = ctx.getImageData(0, 0, width, height);
     const data = pixels.data;
-    for (const { obj_id, mask } of [...app.masks].sort((a, b) => b.obj_id - a.obj_id)) {
-      const rgb = colour(obj_id); // lower ids end on top, as in the overlay mp4
-      for (let p = 0; p < mask.length; p++) {
+    const perScreenPixel = width / (view.clientWidth || width);
+    const band = Math.max(1, Math.round(2 * perScreenPixel)), line = Math.max(1, Math.round(perScreenPixel));
+    const reach = Math.max(band - 1, line);
+    const masks = [...app.masks].sort((a, b) => b.obj_id - a.obj_id); // lower ids end on top, as in the overlay mp4
+    const edges = masks.map(({ obj_id, mask }) => { // the fill; and the mask's pixels with a 4-neighbour outside it
+      const rgb = shade(obj_id), found = [];
+      for (let p = 0, x = 0; p < mask.length; p++, x = x + 1 === width ? 0 : x + 1) {
         if (!mask[p]) continue;
-        for (let c = 0; c < 3; c++) data[4 * p + c] = Math.round(0.5 * data[4 * p + c] + 0.5 * rgb[c]);
+        for (let c = 0; c < 3; c++) data[4 * p + c] = Math.round((1 - FILL) * data[4 * p + c] + FILL * rgb[c]);
+        if ((x > 0 && !mask[p - 1]) || (x < width - 1 && !mask[p + 1]) ||
+            (p >= width && !mask[p - width]) || (p + width < mask.length && !mask[p + width])) found.push(p);
       }
-    }
+      return found;
+    });
+    const lined = new Uint8Array(width * height); // outside-line pixels drawn (so their colour is decided once)
+    masks.forEach(({ obj_id, mask }, k) => { // outlines after every fill, so that no fill covers one
+      const rgb = shade(obj_id);
+      for (const p of edges[k]) { // the band and the line: within reach of an edge pixel
+        const x = p % width, y = (p - x) / width;
+        for (let dy = -reach; dy <= reach; dy++) {
+          if (y + dy < 0 || y + dy >= height) continue;
+          for (let dx = -reach; dx <= reach; dx++) {
+            if (x + dx < 0 || x + dx >= width) continue;
+            const q = p + dy * width + dx, far = Math.max(Math.abs(dx), Math.abs(dy));
+            if (mask[q] && far < band) {
+              for (let c = 0; c < 3; c++) data[4 * q + c] = rgb[c];
+            } else if (!mask[q] && far <= line && !lined[q]) {
+              const luma = 0.299 * data[4 * q] + 0.587 * data[4 * q + 1] + 0.114 * data[4 * q + 2];
+              lined[q] = 1;
+              data[4 * q] = data[4 * q + 1] = data[4 * q + 2] = luma < 128 ? 255 : 0;
+            }
+          }
+        }
+      }
+    });
     ctx.putImageData(pixels, 0, 0);
   }
   const r = Math.max(3, height / 60);
@@ -97,7 +134,7 @@ function draw() {
   for (const prompt of app.prompts) {
     if (prompt.box) {
       const [x1, y1, x2, y2] = prompt.box;
-      ctx.strokeStyle = css(colour(prompt.obj_id));
+      ctx.strokeStyle = css(shade(prompt.obj_id));
       ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
     }
     prompt.points.forEach(([x, y], k) => {
@@ -166,7 +203,7 @@ function renderObjects() {
     item.className = id === app.selected ? "selected" : "";
     const swatch = document.createElement("span");
     swatch.className = "swatch";
-    swatch.style.background = css(colour(id));
+    swatch.style.background = css(shade(id));
     const remove = document.createElement("button");
     remove.className = "remove";
     remove.title = "remove this object";
@@ -213,16 +250,17 @@ async function removeObject(id) {
   message(`object ${id} removed`);
 }
 
-// A point {point: [x, y], label} or a box {box: [x1, y1, x2, y2]} for the selected object on this frame.
-async function prompt(input) {
+// A point {point: [x, y], label} or a box {box: [x1, y1, x2, y2]} for the selected object on this frame;
+// `began`: the time of the click (an event's timeStamp), from which the time to the mask drawn is shown.
+async function prompt(input, began = performance.now()) {
   if (!app.session) throw new Error("open a video first");
   if (app.selected === null) await addObject();
-  const began = performance.now();
   const reply = await (await api("POST", sessionUrl("/prompts"),
                                  { frame: app.frame, obj_id: app.selected, ...input })).json();
   showMasks(reply);
-  app.lastClickMs = performance.now() - began;
-  $("timing").textContent = `mask in ${Math.round(app.lastClickMs)} ms (model ${Math.round(1000 * reply.seconds)} ms)`;
+  const ms = performance.now() - began;
+  app.clickMs.push(ms);
+  $("timing").textContent = `mask in ${Math.round(ms)} ms (model ${Math.round(1000 * reply.seconds)} ms)`;
   if (reply.propagating) {
     message("frame refined; propagating again from it");
     poll();
@@ -232,6 +270,20 @@ async function prompt(input) {
   return reply;
 }
 app.prompt = (input) => act(() => prompt(input));
+
+// Take back the last prompt (on whichever frame it was: that frame is shown).
+async function undo() {
+  if (!app.session) throw new Error("open a video first");
+  const reply = await (await api("POST", sessionUrl("/undo"))).json();
+  if (reply.frame === app.frame) showMasks(reply);
+  else await showFrame(reply.frame);
+  if (reply.propagating) {
+    message(`last prompt on frame ${reply.frame} undone; propagating again`);
+    poll();
+  } else {
+    message(`last prompt on frame ${reply.frame} undone`);
+  }
+}
 
 async function propagate(direction) {
   await api("POST", sessionUrl("/propagate"), { direction });
@@ -306,19 +358,43 @@ window.addEventListener("mouseup", (event) => {
   const rect = view.getBoundingClientRect();
   if (Math.hypot((x1 - x0) * rect.width / view.width, (y1 - y0) * rect.height / view.height) < 5) {
     const positive = document.querySelector("input[name=mode]:checked").value === "1";
-    act(() => prompt({ point: [round(x0), round(y0)], label: positive && !negative ? 1 : 0 }));
+    act(() => prompt({ point: [round(x0), round(y0)], label: positive && !negative ? 1 : 0 }, event.timeStamp));
   } else {
-    act(() => prompt({ box: [Math.min(x0, x1), Math.min(y0, y1), Math.max(x0, x1), Math.max(y0, y1)].map(round) }));
+    const box = [Math.min(x0, x1), Math.min(y0, y1), Math.max(x0, x1), Math.max(y0, y1)].map(round);
+    act(() => prompt({ box }, event.timeStamp));
   }
 });
 
 $("scrubber").addEventListener("input", () => act(() => showFrame(Number($("scrubber").value))));
 $("prev").onclick = () => act(() => showFrame(app.frame - 1));
 $("next").onclick = () => act(() => showFrame(app.frame + 1));
+// Keys, as in the sam2 demo and X-AnyLabeling (listed in the page): a key held down repeats only frames.
+const setMode = (label) => { document.querySelector(`input[name=mode][value="${label}"]`).checked = true; };
+const selectObject = (k) => {
+  if (k < app.objects.length) { app.selected = app.objects[k]; renderObjects(); }
+};
+const KEYS = {
+  ArrowLeft: () => showFrame(app.frame - 1), a: () => showFrame(app.frame - 1),
+  ArrowRight: () => showFrame(app.frame + 1), d: () => showFrame(app.frame + 1),
+  q: () => setMode(1), e: () => setMode(0), n: () => addObject(), p: () => propagate("both"),
+  Escape: () => app.polling && api("POST", sessionUrl("/stop")),
+};
+const REPEATING = ["ArrowLeft", "ArrowRight", "a", "d"];
 document.addEventListener("keydown", (event) => {
-  if (event.target.tagName === "INPUT" || event.target.tagName === "SELECT") return;
-  if (event.key === "ArrowLeft") act(() => showFrame(app.frame - 1));
-  if (event.key === "ArrowRight") act(() => showFrame(app.frame + 1));
+  const target = event.target;
+  if (target.tagName === "SELECT" || target.type === "file") return; // a list's own keys choose in it
+  if ((event.ctrlKey || event.metaKey) && !event.shiftKey && !event.altKey && event.key.toLowerCase() === "z") {
+    event.preventDefault();
+    if (!event.repeat && app.session) act(undo);
+    return;
+  }
+  if (event.ctrlKey || event.metaKey || event.altKey) return;
+  if (target.tagName === "INPUT" && event.key.startsWith("Arrow")) return; // the scrubber moves itself
+  const key = event.key.length === 1 ? event.key.toLowerCase() : event.key;
+  const action = /^[1-9]$/.test(key) ? () => selectObject(Number(key) - 1) : KEYS[key];
+  if (!action || (event.repeat && !REPEATING.includes(key))) return;
+  event.preventDefault();
+  if (app.session) act(action);
 });
 $("open").onclick = () => act(() => openVideo(
   () => api("POST", "/api/sessions", { name: $("video-select").value })));
@@ -327,6 +403,7 @@ $("upload").addEventListener("change", () => {
   if (file) act(() => openVideo(() => api("POST", `/api/sessions/upload?filename=${encodeURIComponent(file.name)}`, file)));
 });
 $("add-object").onclick = () => act(addObject);
+$("undo").onclick = () => act(undo);
 $("clear-frame").onclick = () => act(clearFrame);
 $("propagate-forward").onclick = () => act(() => propagate("forward"));
 $("propagate-backward").onclick = () => act(() => propagate("backward"));
@@ -335,9 +412,18 @@ $("stop").onclick = () => act(() => api("POST", sessionUrl("/stop")));
 $("export").onclick = () => act(exportMasks);
 window.addEventListener("pagehide", () => { if (app.session) closeSession(); });
 
+// "compiling..." while the server's warm-up runs (asked again every two seconds until it has ended).
+function showCompiling(compiling) {
+  $("compiling").hidden = !compiling;
+  if (compiling) {
+    setTimeout(() => act(async () => showCompiling((await (await api("GET", "/api/videos")).json()).compiling)), 2000);
+  }
+}
+
 act(async () => {
   const reply = await (await api("GET", "/api/videos")).json();
   $("model").textContent = reply.model ? `model: ${reply.model}` : "";
+  showCompiling(reply.compiling);
   for (const name of reply.videos) $("video-select").append(new Option(name, name));
   $("open").disabled = !reply.videos.length;
   message(reply.videos.length ? "Open a video." : "Upload a video.");
