@@ -33,7 +33,7 @@ if CHROMIUM is None:
 
 from sam2_jax import Sam2VideoModel, Sam2VideoProcessor  # noqa: E402
 from sam2_jax.app import server  # noqa: E402
-from sam2_jax.app.annotation import Job, warm_up  # noqa: E402
+from sam2_jax.app.annotation import Job  # noqa: E402
 from sam2_jax.io.clips import generate_clip  # noqa: E402
 from sam2_jax.io.frames import open_video  # noqa: E402
 from sam2_jax.io.writers import make_writer
@@ -80,7 +80,7 @@ def served(tmp_path_factory):
     (folder / "notes.txt").write_text("not a video\n")
     model = Sam2VideoModel.from_pretrained(MODEL)
     processor = Sam2VideoProcessor.from_pretrained(MODEL)
-    warm_up(model, processor)
+    model.warm_up(max_objects=1, background=False)
     warmed = threading.Event()  # the page shows "compiling..." until it is set
     warmed.set()
     app = server.create_app(model, processor, root=folder, max_video_bytes=LIMIT, model_name=MODEL, warmed=warmed)

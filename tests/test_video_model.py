@@ -363,11 +363,13 @@ def test_compiles_each_step_function_once_over_200_frames_with_three_objects(tmp
     processor.add_inputs_to_inference_session(session, frame_idx=0, obj_ids=[1, 2, 3],
                                               input_points=[[[[30, 40]], [[90, 70]], [[60, 100]]]],
                                               input_labels=[[[1], [1], [1]]])
+    before, count = set(model.programs.compile_seconds), len(model.programs)  # the config's, this process's
     outputs = list(model.propagate_in_video_iterator(session, start_frame_idx=0))
     assert len(outputs) == 200
-    counts = {name: getattr(model, f"_{name}")._cache_size() for name in ("encode", "step", "scan")}
-    print(f"COMPILATIONS over 200 frames x 3 objects: {counts}")
-    assert max(counts.values()) <= 1 and counts["scan"] == 1, counts
+    compiled = set(model.programs.compile_seconds) - before
+    print(f"COMPILATIONS over 200 frames x 3 objects: {sorted(compiled)}")
+    assert compiled <= {"encode[frames=4]", "scan[rows=4, cond=1, points=8]", "step[rows=4, cond=1, points=8]"}
+    assert len(model.programs) - count == len(compiled)  # each once
 
 
 def test_streaming_state_size_is_flat(tmp_path):

@@ -1,5 +1,5 @@
 """One annotation of the browser annotator: a video session, its prompts and masks, its propagation in the
-background, its exports; and the warm-up that compiles the programs a page needs before its first click.
+background, its exports.
 
 One `Annotation` per browser tab holds a `Sam2VideoInferenceSession` (made with
 `add_all_frames_to_correct_as_cond=True`, so a correction on a tracked frame is kept), the prompts and the
@@ -320,35 +320,3 @@ def _merged(prompt: dict | None, point=None, label: int = 1, box=None) -> dict:
     return {"points": old["points"] + ([list(point)] if point is not None else []),
             "labels": old["labels"] + ([int(label)] if point is not None else []),
             "box": list(box) if box is not None else old["box"]}
-
-
-def warm_up(model, processor, thorough: bool = False, stop: threading.Event | None = None) -> None:
-    """Compile the model's programs on a generated clip, so that clicks on the page answer at once: a click
-    and a propagation; with `thorough` also what later clicks need (programs are compiled per number of
-    objects, of points on a frame (1, 2, 4, 8...) and of corrected frames): more points, a correction on a
-    tracked frame and a second object. `sam2-jax app` runs the thorough one in the background, and sets
-    `stop` to end it after the step in progress."""
-    from ..io.clips import generate_clip
-
-    clip = generate_clip(0, 12, 64, 64)
-    session = processor.init_video_session(video=clip.frames, add_all_frames_to_correct_as_cond=True)
-
-    def click(frame: int, obj_id: int, points: list) -> None:
-        processor.add_inputs_to_inference_session(session, frame_idx=frame, obj_ids=obj_id, input_points=[[points]],
-                                                  input_labels=[[[1] * len(points)]])
-        processor.post_process_masks([model(inference_session=session, frame_idx=frame).pred_masks], [(64, 64)])
-
-    def propagate(start: int) -> None:
-        for _ in model.propagate_in_video_iterator(session, start_frame_idx=start):
-            pass
-
-    points = [[32, 32], [30, 30], [34, 34]]
-    steps = [(click, 0, 1, points[:1]), (propagate, 0)]
-    if thorough:
-        for frame in (0, 5):  # the first prompted frame, then a correction (with memory)
-            steps += [(click, frame, 1, points[:n]) for n in (1, 2, 3)]
-        steps += [(propagate, 5), (click, 0, 2, [[10, 10]]), (propagate, 0)]
-    for step, *args in steps:
-        if stop is not None and stop.is_set():
-            return
-        step(*args)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import threading
 from pathlib import Path
 
 from .. import runtime
 from .options import int_type, model_config, positive
+
+MAX_OBJECTS = 16  # the warm-up compiles what a session of up to this many objects runs; more compile on first use
 
 EPILOG = """\
 The page: open a video (from the folder given, or an upload); add an object and click on it (left click:
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
-        from ..app import annotation, server
+        from ..app import server
     except ImportError as err:
         raise ValueError(f"the app needs its extra ({err}): pip install 'sam2-jax[app]'") from None
     from ..transformers_api.video_model import Sam2VideoModel
@@ -72,26 +73,15 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"VIDEO_OR_FOLDER: {args.video!r} does not exist")
     model_config(args.model)  # a clear error for a bad --model
     runtime.enable_compile_cache(args.compile_cache)
-    print(f"model: {args.model}: loading and compiling...", flush=True)
+    print(f"model: {args.model}: loading...", flush=True)
     model = Sam2VideoModel.from_pretrained(args.model)
     processor = Sam2VideoProcessor.from_pretrained(args.model)
-    annotation.warm_up(model, processor)
-    stop, warmed = threading.Event(), threading.Event()
-
-    def warm_up_the_rest() -> None:  # what later clicks need; the page says "compiling" until `warmed` is set
-        try:
-            annotation.warm_up(model, processor, True, stop)
-        finally:
-            warmed.set()
-
-    warming = threading.Thread(target=warm_up_the_rest, name="warm-up")
-    warming.start()
+    warming = model.warm_up(max_objects=MAX_OBJECTS)  # the page says "compiling" until it has finished
     app = server.create_app(model, processor, root=root, max_video_bytes=int(args.max_video_mb * 2**20),
-                            idle_timeout=args.idle_timeout, model_name=args.model, warmed=warmed)
+                            idle_timeout=args.idle_timeout, model_name=args.model, warmed=warming.finished)
     print(f"open http://{args.host}:{args.port} (Ctrl-C stops)", flush=True)
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     finally:
-        stop.set()
-        warming.join()
+        warming.stop()
     return 0

@@ -127,6 +127,7 @@ class WarmUp:
 
     def __init__(self, run, *args, **kwargs):
         self.error: BaseException | None = None
+        self.finished = threading.Event()  # set when it has finished, stopped or failed
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(run, args, kwargs), name="sam2-jax warm-up",
                                         daemon=True)
@@ -137,6 +138,8 @@ class WarmUp:
             run(*args, stop=self._stop, **kwargs)
         except BaseException as err:  # noqa: BLE001 (kept for `wait`: a click compiles its own program anyway)
             self.error = err
+        finally:
+            self.finished.set()
 
     @property
     def done(self) -> bool:
