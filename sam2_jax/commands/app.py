@@ -84,4 +84,5 @@ def run(args: argparse.Namespace) -> int:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     finally:
         warming.stop()
+        warming.finished.wait()  # the program being compiled, then the process may end
     return 0

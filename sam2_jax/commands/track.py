@@ -104,8 +104,6 @@ def run(args) -> int:
         began = time.perf_counter()
         dtype = jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32
         model = Sam2VideoModel.from_pretrained(args.model, dtype=dtype)
-        if not args.auto:  # its programs compile beside the first ones the prompts need, on the other cores
-            model.warm_up(max_objects=len({p.obj_id for p in prompts}))
         print(f"model: {args.model}: SAM {config.version}, image size {config.image_size}, {args.dtype} "
               f"(loaded in {time.perf_counter() - began:.1f} s)")
         processor = Sam2VideoProcessor(size=config.image_size)
