@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import processing, runtime
-from ..config import Sam2Config, replace
+from ..config import Sam2VideoConfig
 from ..io.frames import VideoError
 from ..models.sam2_video import Sam2VideoModule
 from ..tracking import tracker
@@ -52,10 +52,11 @@ class Sam2VideoModel(PretrainedModel):
     model_type = "sam2_video"
     accepted_model_types = ("sam2_video",)
 
-    def __init__(self, config: Sam2Config, params: dict[str, Any], dtype=jnp.float32):
-        self.config = replace(config, model_type="sam2_video")
+    def __init__(self, config: Sam2VideoConfig, params: dict[str, Any] | None = None, dtype=jnp.float32,
+                 seed: int = 0):
+        self.config = self._own_config(config)
         self.dtype = jnp.dtype(dtype)
-        self.params = _cast_floats(params, self.dtype)
+        self.params = _cast_floats(self.init_params(self.config, seed) if params is None else params, self.dtype)
         self.module = Sam2VideoModule(self.config)
         module = self.module
         self._encode = jax.jit(functools.partial(tracker.encode_frames, module))
