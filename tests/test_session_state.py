@@ -34,7 +34,8 @@ def _check(name, ours, ref, atol):
     a, b = _np(ours), _np(ref)
     assert a.shape == b.shape, f"{name}: shape {a.shape} != {b.shape}"
     diff = float(np.abs(a - b).max()) if a.size else 0.0
-    WORST[name.split(" ")[0]] = max(WORST.get(name.split(" ")[0], 0.0), diff)
+    key = name.split(" frame")[0]
+    WORST[key] = max(WORST.get(key, 0.0), diff)
     assert diff <= atol, f"{name}: max|diff| {diff:.3g} > {atol}"
 
 
@@ -198,3 +199,18 @@ def test_session_devices_and_cache_size(pair):
                                  ({"max_vision_features_cache_size": 0}, ValueError, "max_vision_features_cache_size")]:
         with pytest.raises(error, match=match):
             pair.processor.init_video_session(video=_video(num_frames=2), **kwargs)
+
+
+def test_get_image_features_matches_transformers(pair):
+    pixels = np.asarray(pair.processor(images=_video(num_frames=2)).pixel_values)
+    with torch.no_grad():
+        ref = pair.hf.get_image_features(torch.from_numpy(pixels))
+    with jax.default_matmul_precision("highest"):
+        got = pair.ours.get_image_features(pixels)
+    for level in range(3):
+        ref_level = ref.fpn_hidden_states[level]
+        _check(f"features level {level}", got.fpn_hidden_states[level], ref_level,
+               1e-3 * max(1.0, float(np.abs(_np(ref_level)).max())))
+    _check("features position encoding", got.fpn_position_encoding[2], ref.fpn_position_encoding[2], 1e-4)
+    with pytest.raises(ValueError, match="pixel_values: expected shape"):
+        pair.ours.get_image_features(pixels[:, :, :8])

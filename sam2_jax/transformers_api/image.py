@@ -53,6 +53,13 @@ class Sam2ImageSegmentationOutput(ModelOutput):
 class BatchFeature(dict):
     """A dict with attribute access, as transformers' processor outputs: `model(**inputs)` works."""
 
+    def to(self, device=None):
+        """The same outputs with their jax arrays on `device` (a jax.Device or a name such as "cpu", "cuda")."""
+        target = jax_device(device, "device")
+        if target is None:
+            return self
+        return BatchFeature({k: jax.device_put(v, target) if isinstance(v, jax.Array) else v for k, v in self.items()})
+
     def __getattr__(self, name):
         try:
             return self[name]

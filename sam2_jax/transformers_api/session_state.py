@@ -10,8 +10,8 @@ in device slots that mirror a host archive); these methods read and write that s
   from the config) and "high_res_masks" (used within a call) are not kept: `store_output` accepts them in a
   dict and drops them, `get_output` says they are not kept.
 A write changes what later calls see as it does in transformers: a stored memory or pointer is the one later
-frames attend to (the device slots that held the old one are reloaded), a stored conditioning mask is the one
-a later call on that frame replays. Tracked (non-conditioning) frames keep only their memory and pointer, not
+frames attend to (written to the device slot that holds its frame, or loaded from the host when a frame
+needs it), a stored conditioning mask is the one a later call on that frame replays. Tracked (non-conditioning) frames keep only their memory and pointer, not
 their masks (those come out of the propagation): reading their "pred_masks" is an error that says so.
 Every method checks its arguments first and leaves the session unchanged when it refuses them.
 """
@@ -204,19 +204,35 @@ class SessionStateAccess:
             raise ValueError("output_key: sam2_jax keeps no masks or scores of tracked (non-conditioning) frames; "
                              "store them with is_conditioning_frame=True to make the frame a conditioning one")
         converted = self._convert_outputs(merged)  # every check before the first change
-        track, planner = self._objects[obj_idx], self._planner
+        track = self._objects[obj_idx]
         memory = (converted["maskmem_features"], converted["object_pointer"])
         if cond:
             track.cond_outputs[frame_idx] = (converted["pred_masks"], converted["object_score_logits"])
             track.cond_memories[frame_idx] = memory
-            if planner is not None and obj_idx < len(planner.cond_frames):
-                planner.cond_frames[obj_idx] = []  # reload the conditioning slots from the host
         else:
             track.memories[frame_idx] = memory
-            if planner is not None and obj_idx < len(planner.ring_frames):
-                ring = planner.ring_frames[obj_idx]
-                if frame_idx in ring:
-                    ring[ring.index(frame_idx)] = -1  # reload it from the archive when a frame looks it up
+        self._write_slot(obj_idx, frame_idx, cond, memory)
+
+    def _write_slot(self, obj_idx: int, frame_idx: int, cond: bool, memory) -> None:
+        """Put a stored memory in the device slot that holds its frame (or a free conditioning slot), so the
+        bank agrees with the host; frames not in the slots are loaded from the host when a frame needs them."""
+        planner, state = self._planner, self._state
+        if planner is None or obj_idx >= len(planner.cond_frames):
+            return
+        frames = planner.cond_frames[obj_idx] if cond else planner.ring_frames[obj_idx]
+        if frame_idx in frames:
+            slot = frames.index(frame_idx)
+        elif cond and len(frames) < planner.shape.cond_capacity:
+            slot = len(frames)
+            planner.commit_cond(obj_idx, slot, frame_idx)
+        else:
+            return
+        features, pointers = ((state.cond_features, state.cond_pointers) if cond
+                              else (state.recent_features, state.recent_pointers))
+        features = features.at[obj_idx, slot].set(jnp.asarray(memory[0], features.dtype))
+        pointers = pointers.at[obj_idx, slot].set(jnp.asarray(memory[1], pointers.dtype))
+        self._state = (state._replace(cond_features=features, cond_pointers=pointers) if cond
+                       else state._replace(recent_features=features, recent_pointers=pointers))
 
     # ---------------------------------------------------------------------------------- internals
     def _outputs(self, obj_idx: int, frame_idx: int, cond: bool) -> dict | None:

@@ -23,6 +23,7 @@ from ..models.sam2_video import Sam2VideoModule
 from ..tracking import tracker
 from ..tracking.plan import SessionPlan, mask_prompts
 from .image import ModelOutput, PretrainedModel, _cast_floats
+from .video_features import VideoFeatures
 from .video_session import Sam2VideoInferenceSession
 
 
@@ -38,7 +39,7 @@ class Sam2VideoSegmentationOutput(ModelOutput):
 
 
 
-class Sam2VideoModel(PretrainedModel):
+class Sam2VideoModel(VideoFeatures, PretrainedModel):
     """SAM 2 video tracking, mirroring transformers `Sam2VideoModel` (weights from a transformers folder).
 
     Thread safety: one model may drive several sessions from several threads at once, with the masks it

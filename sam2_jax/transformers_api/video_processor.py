@@ -178,6 +178,11 @@ class Sam2VideoProcessor(Sam2Processor):
             out.append(array[..., None])
         return out
 
-    def post_process_masks(self, masks, original_sizes, **kwargs):
-        """As `Sam2Processor.post_process_masks` (the image processor's: one-step upscaling)."""
-        return super().post_process_masks(masks, original_sizes, **kwargs)
+    def post_process_masks(self, masks, original_sizes, mask_threshold: float = 0.0, binarize: bool = True,
+                           max_hole_area: float = 0.0, max_sprinkle_area: float = 0.0,
+                           apply_non_overlapping_constraints: bool = False, **unused):
+        """As `Sam2Processor.post_process_masks` (the image processor's, as transformers' Sam2VideoProcessor:
+        one-step upscaling); `video_processor.post_process_masks` is the video processor's."""
+        return super().post_process_masks(
+            masks, original_sizes, mask_threshold=mask_threshold, binarize=binarize, max_hole_area=max_hole_area,
+            max_sprinkle_area=max_sprinkle_area, apply_non_overlapping_constraints=apply_non_overlapping_constraints)
