@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sam2_jax import weights
-from sam2_jax.config import Sam2Config
+from sam2_jax.config import Sam2VideoConfig
 from sam2_jax.models.memory_attention import MemoryAttention
 
 from .common import config_named, describe, machine, use_cores
@@ -30,7 +30,7 @@ from .common import config_named, describe, machine, use_cores
 SLOTS, POINTER_TOKENS = 7, 64
 
 
-def reference_flops(config: Sam2Config, objects: int) -> float:
+def reference_flops(config: Sam2VideoConfig, objects: int) -> float:
     """Multiply-adds x 2 of transformers' memory attention on a full bank: projections, scores, weighted sums
     and the MLP, for every layer."""
     length = int(np.prod(config.memory_attention_rope_feat_sizes))
@@ -43,7 +43,7 @@ def reference_flops(config: Sam2Config, objects: int) -> float:
     return 2.0 * objects * config.memory_attention_num_layers * (self_attn + cross + mlp)
 
 
-def inputs(config: Sam2Config, objects: int, seed: int = 0) -> dict[str, np.ndarray]:
+def inputs(config: Sam2VideoConfig, objects: int, seed: int = 0) -> dict[str, np.ndarray]:
     """Random features (B, L, 256) and a full bank: memory (B, 7, L, 64), pointer tokens (B, 64, 64)."""
     rng = np.random.default_rng(seed)
     length = int(np.prod(config.memory_attention_rope_feat_sizes))
@@ -56,7 +56,7 @@ def inputs(config: Sam2Config, objects: int, seed: int = 0) -> dict[str, np.ndar
                 pointers=randn(objects, POINTER_TOKENS, 64), pointer_pos=randn(objects, POINTER_TOKENS, 64))
 
 
-def torch_runner(config: Sam2Config, x: dict[str, np.ndarray], seed: int):
+def torch_runner(config: Sam2VideoConfig, x: dict[str, np.ndarray], seed: int):
     """transformers `Sam2VideoMemoryAttention` (SDPA) on x in its (L, B, C) layout; returns (call, state dict)."""
     import torch
     from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoMemoryAttention
@@ -85,7 +85,7 @@ def torch_runner(config: Sam2Config, x: dict[str, np.ndarray], seed: int):
     return call, state_dict_numpy(module)
 
 
-def jax_runner(config: Sam2Config, x: dict[str, np.ndarray], state_dict: dict, dtype: str):
+def jax_runner(config: Sam2VideoConfig, x: dict[str, np.ndarray], state_dict: dict, dtype: str):
     """sam2-jax `MemoryAttention`, jitted, on the same weights and inputs."""
     model = MemoryAttention(config)
     b = x["features"].shape[0]

@@ -36,13 +36,13 @@ CONFIGS = {"small": "small", "tiny": "sam2.1-hiera-tiny"}
 
 
 def _config(name: str, image_size: int | None):
-    from sam2_jax.config import Sam2Config, small_config
+    from sam2_jax.config import Sam2VideoConfig, small_config
 
     if name == "small":
         return small_config(image_size=image_size or 256)
     if image_size is not None:
         raise ValueError(f"--image-size: only the small config takes one, got {image_size} with --config {name}")
-    return Sam2Config.from_preset(CONFIGS[name])
+    return Sam2VideoConfig.from_preset(CONFIGS[name])
 
 
 def videos(count: int, frames: int, height: int, width: int, objects: int) -> list[tuple[np.ndarray, list]]:

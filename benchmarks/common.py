@@ -18,7 +18,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from sam2_jax.config import Sam2Config, small_config
+from sam2_jax.config import Sam2VideoConfig, small_config
 
 ROOT = Path(__file__).resolve().parents[1]
 MIB = 2**20
@@ -27,9 +27,9 @@ MIB = 2**20
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 
-def config_named(name: str) -> Sam2Config:
+def config_named(name: str) -> Sam2VideoConfig:
     """`small` (the tests' 9 M-parameter config at 256 px) or a preset name such as `sam2.1-hiera-tiny`."""
-    return small_config() if name == "small" else Sam2Config.from_preset(name)
+    return small_config() if name == "small" else Sam2VideoConfig.from_preset(name)
 
 
 def moving_shapes(t: int, height: int, width: int, objects: int) -> tuple[np.ndarray, list[list[int]]]:

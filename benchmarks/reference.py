@@ -9,14 +9,14 @@ import torch
 import transformers
 from transformers.models.sam2_video.video_processing_sam2_video import Sam2VideoVideoProcessor
 
-from sam2_jax.config import Sam2Config
+from sam2_jax.config import Sam2VideoConfig
 from tests.reference import hf_config, randomize_
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 no_grad = torch.no_grad
 
 
-def randomised_model(config: Sam2Config, folder: str, seed: int = 0) -> transformers.Sam2VideoModel:
+def randomised_model(config: Sam2VideoConfig, folder: str, seed: int = 0) -> transformers.Sam2VideoModel:
     """transformers `Sam2VideoModel` with random weights on DEVICE, also saved to `folder` (a checkpoint folder)."""
     torch.manual_seed(seed)
     model = randomize_(transformers.Sam2VideoModel(hf_config(config)).eval(), seed=seed)

@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import save_file
 
 from sam2_jax import weights
-from sam2_jax.config import PRESETS, Sam2Config, replace
+from sam2_jax.config import PRESETS, Sam2VideoConfig, replace
 
 from .original import check_tensors, infer_preset, original_shapes, to_original, to_transformers, \
     transformers_shapes
@@ -42,7 +42,7 @@ class Summary:
     check_seconds: float
 
 
-def variant_name(config: Sam2Config) -> str:
+def variant_name(config: Sam2VideoConfig) -> str:
     """The released variant `config` describes ("sam2.1-hiera-tiny", ...), else "custom SAM <version>"."""
     for name, preset in PRESETS.items():
         if replace(config, model_type=preset.model_type) == preset:
@@ -50,7 +50,7 @@ def variant_name(config: Sam2Config) -> str:
     return f"custom SAM {config.version}"
 
 
-def read_checkpoint(path: str | os.PathLike) -> tuple[Sam2Config, dict[str, torch.Tensor], str]:
+def read_checkpoint(path: str | os.PathLike) -> tuple[Sam2VideoConfig, dict[str, torch.Tensor], str]:
     """(config, checked tensors under transformers names, source format) of an original `.pt` or a
     transformers folder."""
     path = os.fspath(path)
@@ -65,7 +65,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[Sam2Config, dict[str, torc
                      "path that does not exist")
 
 
-def _read_original(path: str) -> tuple[Sam2Config, dict[str, torch.Tensor]]:
+def _read_original(path: str) -> tuple[Sam2VideoConfig, dict[str, torch.Tensor]]:
     if not zipfile.is_zipfile(path):
         raise ValueError("not a readable PyTorch checkpoint (torch.save writes a zip archive; this file is not one, "
                          "or is truncated)")
@@ -85,12 +85,12 @@ def _read_original(path: str) -> tuple[Sam2Config, dict[str, torch.Tensor]]:
         raise ValueError(f"expected a state dict of tensors, got {len(not_tensors)} entries that are not: "
                          f"{', '.join(not_tensors)}")
     name = infer_preset(state_dict)
-    config = Sam2Config.from_preset(name)
+    config = Sam2VideoConfig.from_preset(name)
     check_tensors(state_dict, original_shapes(config), f"an original {name} checkpoint")
     return config, to_transformers(state_dict, config)
 
 
-def _read_transformers(folder: str) -> tuple[Sam2Config, dict[str, torch.Tensor]]:
+def _read_transformers(folder: str) -> tuple[Sam2VideoConfig, dict[str, torch.Tensor]]:
     try:
         config = weights.read_config(folder)
     except TypeError as err:  # a field of the wrong kind in config.json
@@ -100,7 +100,7 @@ def _read_transformers(folder: str) -> tuple[Sam2Config, dict[str, torch.Tensor]
     return config, state_dict
 
 
-def write_transformers(folder: str, config: Sam2Config, state_dict: dict[str, torch.Tensor]) -> int:
+def write_transformers(folder: str, config: Sam2VideoConfig, state_dict: dict[str, torch.Tensor]) -> int:
     """Write config.json + model.safetensors; return the number of tensors written."""
     os.mkdir(folder)
     config.to_json_file(os.path.join(folder, weights.CONFIG_NAME))
@@ -109,7 +109,7 @@ def write_transformers(folder: str, config: Sam2Config, state_dict: dict[str, to
     return len(state_dict)
 
 
-def write_original(path: str, config: Sam2Config, state_dict: dict[str, torch.Tensor]) -> int:
+def write_original(path: str, config: Sam2VideoConfig, state_dict: dict[str, torch.Tensor]) -> int:
     """Write an original `.pt` ({"model": state_dict}); return the number of tensors written."""
     if variant_name(config) not in PRESETS:
         raise ValueError(f"the original format has no config, so only the released variants can be written to it "

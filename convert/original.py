@@ -13,7 +13,7 @@ from typing import Mapping
 
 import torch
 
-from sam2_jax.config import PRESETS, Sam2Config
+from sam2_jax.config import PRESETS, Sam2VideoConfig
 
 # Substring renames, applied in this order, each to the result of the previous ones.
 _RENAMES = (
@@ -80,7 +80,7 @@ def to_transformers_key(key: str) -> str:
     return key
 
 
-def original_shapes(config: Sam2Config) -> dict[str, tuple[int, ...]]:
+def original_shapes(config: Sam2VideoConfig) -> dict[str, tuple[int, ...]]:
     """Every tensor of an original checkpoint for `config`, with its shape, in the original's order."""
     shapes: dict[str, tuple[int, ...]] = {}
 
@@ -219,12 +219,12 @@ def original_shapes(config: Sam2Config) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _key_map(config: Sam2Config) -> dict[str, str]:
+def _key_map(config: Sam2VideoConfig) -> dict[str, str]:
     """original key -> transformers key, for every tensor but the point embeddings (joined in one)."""
     return {key: to_transformers_key(key) for key in original_shapes(config) if ".point_embeddings." not in key}
 
 
-def transformers_shapes(config: Sam2Config) -> dict[str, tuple[int, ...]]:
+def transformers_shapes(config: Sam2VideoConfig) -> dict[str, tuple[int, ...]]:
     """Every tensor of a transformers `Sam2VideoModel` checkpoint for `config`, with its shape."""
     original = original_shapes(config)
     shapes = {new: original[old] for old, new in _key_map(config).items()}
@@ -272,7 +272,7 @@ def check_tensors(state_dict: Mapping[str, torch.Tensor], expected: Mapping[str,
         raise ValueError(f"the tensors do not match {what}; " + "; ".join(problems))
 
 
-def to_transformers(state_dict: Mapping[str, torch.Tensor], config: Sam2Config) -> dict[str, torch.Tensor]:
+def to_transformers(state_dict: Mapping[str, torch.Tensor], config: Sam2VideoConfig) -> dict[str, torch.Tensor]:
     """A checked original state dict -> transformers tensors (the same tensor objects, renamed)."""
     out = {new: state_dict[old] for old, new in _key_map(config).items()}
     count = config.prompt_encoder_config.num_point_embeddings
@@ -282,7 +282,7 @@ def to_transformers(state_dict: Mapping[str, torch.Tensor], config: Sam2Config) 
     return out
 
 
-def to_original(state_dict: Mapping[str, torch.Tensor], config: Sam2Config) -> dict[str, torch.Tensor]:
+def to_original(state_dict: Mapping[str, torch.Tensor], config: Sam2VideoConfig) -> dict[str, torch.Tensor]:
     """Checked transformers tensors -> an original state dict (in the original's key order)."""
     if not torch.equal(state_dict[_FOURIER], state_dict[_FOURIER_COPY]):
         raise ValueError(f"{_FOURIER_COPY} differs from {_FOURIER}; the original format stores "

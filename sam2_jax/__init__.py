@@ -2,7 +2,9 @@
 
 import importlib
 
-from .config import PRESETS, Sam2Config, small_config
+from .config import (PRESETS, Sam2Config, Sam2HieraDetConfig, Sam2MaskDecoderConfig, Sam2PromptEncoderConfig,
+                     Sam2VideoConfig, Sam2VideoMaskDecoderConfig, Sam2VideoPromptEncoderConfig, Sam2VisionConfig,
+                     small_config)
 
 __version__ = "0.1.0"
 
@@ -12,6 +14,7 @@ _HOMES = {
     "Sam2ImageSegmentationOutput": ".transformers_api.image",
     "Sam2VideoModel": ".transformers_api.video_model", "Sam2VideoSegmentationOutput": ".transformers_api.video_model",
     "Sam2VideoProcessor": ".transformers_api.video_processor",
+    "Sam2VideoVideoProcessor": ".transformers_api.video_frames",
     "Sam2VideoInferenceSession": ".transformers_api.video_session",
     "Sam2AutomaticMaskGenerator": ".automatic.masks", "Sam2AutomaticVideoTracker": ".automatic.video",
 }
@@ -25,4 +28,6 @@ def __getattr__(name):
     raise AttributeError(f"module 'sam2_jax' has no attribute {name!r}")
 
 
-__all__ = [*_HOMES, "Sam2Config", "PRESETS", "small_config", "__version__"]
+_CONFIGS = ["Sam2Config", "Sam2HieraDetConfig", "Sam2VisionConfig", "Sam2PromptEncoderConfig", "Sam2MaskDecoderConfig",
+            "Sam2VideoConfig", "Sam2VideoPromptEncoderConfig", "Sam2VideoMaskDecoderConfig"]
+__all__ = [*_HOMES, *_CONFIGS, "PRESETS", "small_config", "__version__"]

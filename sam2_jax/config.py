@@ -1,8 +1,13 @@
-"""Frozen, hashable configs for SAM 2 / SAM 2.1, read from and written to transformers' config.json.
+"""Frozen, hashable configs for SAM 2 / SAM 2.1 under transformers' names, read from and written to config.json.
 
-Field names are transformers' own (`Sam2HieraDetConfig`, `Sam2VisionConfig`, `Sam2PromptEncoderConfig`,
-`Sam2MaskDecoderConfig`, `Sam2Config` / `Sam2VideoConfig`), so a config.json reads field for field.
-Configs are passed to `jax.jit` as static arguments, hence frozen dataclasses of tuples.
+The classes are transformers' own (`Sam2HieraDetConfig`, `Sam2VisionConfig`, `Sam2PromptEncoderConfig`,
+`Sam2MaskDecoderConfig`, `Sam2Config` for the image model; `Sam2VideoPromptEncoderConfig`,
+`Sam2VideoMaskDecoderConfig`, `Sam2VideoConfig` for the video model), with the same constructor arguments and
+defaults: sub-configs may be given as dicts or as instances, lists become tuples. Unlike transformers' they
+are frozen dataclasses (change one with `replace`), because they are passed to `jax.jit` as static arguments.
+`to_dict`, `from_dict`, `to_json_string`, `save_pretrained` and `from_pretrained` read and write the same
+config.json as transformers; transformers' generic keys (`architectures`, `dtype`, `id2label`, ...) are
+ignored on reading.
 """
 
 from __future__ import annotations
@@ -10,23 +15,166 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
 
 _SUPPORTED_ACTIVATIONS = {"hidden_act": "gelu", "memory_attention_feed_forward_hidden_act": "relu",
                           "mask_downsampler_hidden_act": "gelu", "memory_fuser_hidden_act": "gelu"}
+# Fields transformers also takes as a single int (a square), kept as (height, width) pairs.
+_PAIRS = ("image_size", "patch_kernel_size", "patch_stride", "patch_padding", "query_stride",
+          "window_positional_embedding_background_size")
+CONFIG_NAME = "config.json"
 
 
-def _pair(value) -> tuple[int, int]:
-    if isinstance(value, int):
-        return (value, value)
-    return tuple(int(v) for v in value)
+class FrozenDict(dict):
+    """A read-only, hashable dict (a config's `rope_parameters`), so that configs stay hashable."""
+
+    def __hash__(self):
+        return hash(tuple(sorted(self.items())))
+
+    def _read_only(self, *args, **kwargs):
+        raise TypeError("FrozenDict is read-only; build a new config with replace(config, ...)")
+
+    __setitem__ = __delitem__ = update = pop = popitem = clear = setdefault = _read_only
+
+
+def _tuples(value):
+    if isinstance(value, (list, tuple)):
+        return tuple(_tuples(v) for v in value)
+    return value
+
+
+def _jsonable(value):
+    if isinstance(value, tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+class ConfigMixin:
+    """What every config shares: transformers' (de)serialisation and the normalisation of its arguments."""
+
+    model_type: ClassVar[str]
+    sub_configs: ClassVar[dict[str, type]] = {}
+    accepted_model_types: ClassVar[tuple[str, ...]] = ()
+
+    def __post_init__(self):
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None and f.default is not None and f.default is not dataclasses.MISSING:
+                value = f.default  # transformers' None for "the default"
+            if f.name in self.sub_configs:
+                value = _sub_config(self.sub_configs[f.name], value, f"{type(self).__name__}.{f.name}")
+            elif isinstance(f.default, int) and isinstance(value, (list, tuple)):  # a square size as a pair
+                if len(set(value)) != 1:
+                    raise ValueError(f"{type(self).__name__}.{f.name}: expected a square size, got {list(value)}")
+                value = int(value[0])
+            elif isinstance(value, list) or (isinstance(value, tuple) and isinstance(f.default, tuple)):
+                value = _tuples(value)
+                if f.name in _PAIRS and len(value) == 1:
+                    value = (value[0], value[0])
+            elif f.name in _PAIRS and isinstance(f.default, tuple) and isinstance(value, int):
+                value = (value, value)
+            object.__setattr__(self, f.name, value)
+        for name, expected in _SUPPORTED_ACTIVATIONS.items():
+            got = getattr(self, name, expected)
+            if got != expected:
+                raise ValueError(f"{type(self).__name__}.{name}: expected {expected!r} (the only one SAM 2 uses), "
+                                 f"got {got!r}")
+
+    # --------------------------------------------------------------- json i/o
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs):
+        """Build from a transformers config dict; `kwargs` override its values. Keys this config does not
+        have (transformers' generic ones: dtype, architectures, ...) are ignored."""
+        if not isinstance(config_dict, dict):
+            raise TypeError(f"config_dict: expected a dict, got {type(config_dict).__name__}")
+        data = {**config_dict, **kwargs}
+        model_type = data.get("model_type")
+        if cls.accepted_model_types and model_type is not None and model_type not in cls.accepted_model_types:
+            raise ValueError(f"config.model_type: expected {' or '.join(map(repr, cls.accepted_model_types))}, "
+                             f"got {model_type!r}")
+        return cls(**cls._known_keys(data))
+
+    @classmethod
+    def _known_keys(cls, data: dict[str, Any]) -> dict[str, Any]:
+        known = {f.name for f in fields(cls)}
+        return {k: v for k, v in data.items() if k in known}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The transformers config dict (sub-configs as nested dicts with their model_type)."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = value.to_dict() if isinstance(value, ConfigMixin) else _jsonable(value)
+        out["model_type"] = self.model_type
+        return out
+
+    def to_json_string(self, use_diff: bool = False) -> str:
+        """The config as transformers' JSON text (every field; `use_diff` is accepted and ignored)."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def to_json_file(self, json_file_path: str | os.PathLike) -> None:
+        """Write the config as a transformers config.json."""
+        with open(json_file_path, "w") as f:
+            f.write(self.to_json_string())
+
+    @classmethod
+    def from_json_file(cls, json_file: str | os.PathLike):
+        """Read a transformers config.json."""
+        try:
+            with open(json_file) as f:
+                data = json.load(f)
+        except (OSError, ValueError) as err:
+            raise ValueError(f"json_file: {os.fspath(json_file)!r} is not a readable JSON file ({err})") from err
+        return cls.from_dict(data)
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> None:
+        """Write `save_directory`/config.json, as transformers does."""
+        if os.path.isfile(save_directory):
+            raise ValueError(f"save_directory: expected a folder, got the file {os.fspath(save_directory)!r}")
+        os.makedirs(save_directory, exist_ok=True)
+        self.to_json_file(os.path.join(save_directory, CONFIG_NAME))
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
+        """Read a checkpoint folder's config.json (or a config.json path, a packaged model's name, or a released
+        architecture's hub name such as "facebook/sam2.1-hiera-tiny", from `PRESETS`); `kwargs` override."""
+        path = os.fspath(pretrained_model_name_or_path)
+        packaged = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained", path)
+        if not os.path.exists(path) and os.path.isdir(packaged) and "/" not in path:
+            path = packaged
+        if os.path.isdir(path):
+            path = os.path.join(path, CONFIG_NAME)
+        if os.path.isfile(path):
+            with open(path) as f:
+                return cls.from_dict(json.load(f), **kwargs)
+        if path.split("/")[-1] in PRESETS:
+            return cls.from_dict(PRESETS[path.split("/")[-1]].to_dict(), **kwargs)
+        raise ValueError(f"pretrained_model_name_or_path: expected a folder with {CONFIG_NAME}, a config.json, a "
+                         f"packaged model or one of {sorted(PRESETS)}, got {os.fspath(pretrained_model_name_or_path)!r}"
+                         " (hub downloads are not supported: download it first)")
+
+
+def _sub_config(cls, value, name):
+    """A sub-config argument (None, a dict, or a config with the same fields) -> an instance of `cls`."""
+    if value is None:
+        return cls()
+    if isinstance(value, cls) and type(value) is cls:
+        return value
+    if isinstance(value, dict):
+        return cls.from_dict({k: v for k, v in value.items() if k != "model_type"})
+    if isinstance(value, ConfigMixin) and {f.name for f in fields(value)} == {f.name for f in fields(cls)}:
+        return cls(**{f.name: getattr(value, f.name) for f in fields(value)})
+    raise TypeError(f"{name}: expected a dict or a {cls.__name__}, got {type(value).__name__}")
 
 
 @dataclass(frozen=True)
-class HieraConfig:
-    """Hiera trunk (transformers `Sam2HieraDetConfig`)."""
+class Sam2HieraDetConfig(ConfigMixin):
+    """The Hiera trunk (transformers `Sam2HieraDetConfig`)."""
 
+    model_type: ClassVar[str] = "sam2_hiera_det_model"
     hidden_size: int = 96
     num_attention_heads: int = 1
     num_channels: int = 3
@@ -45,6 +193,7 @@ class HieraConfig:
     mlp_ratio: float = 4.0
     hidden_act: str = "gelu"
     layer_norm_eps: float = 1e-6
+    initializer_range: float = 0.02
 
     @property
     def stage_ends(self) -> tuple[int, ...]:
@@ -57,10 +206,12 @@ class HieraConfig:
 
 
 @dataclass(frozen=True)
-class VisionConfig:
+class Sam2VisionConfig(ConfigMixin):
     """Hiera + FPN neck (transformers `Sam2VisionConfig`)."""
 
-    backbone_config: HieraConfig = field(default_factory=HieraConfig)
+    model_type: ClassVar[str] = "sam2_vision_model"
+    sub_configs: ClassVar[dict[str, type]] = {"backbone_config": Sam2HieraDetConfig}
+    backbone_config: Sam2HieraDetConfig = None
     backbone_channel_list: tuple[int, ...] = (768, 384, 192, 96)
     backbone_feature_sizes: tuple[tuple[int, int], ...] = ((256, 256), (128, 128), (64, 64))
     fpn_hidden_size: int = 256
@@ -71,12 +222,14 @@ class VisionConfig:
     num_feature_levels: int = 3
     hidden_act: str = "gelu"
     layer_norm_eps: float = 1e-6
+    initializer_range: float = 0.02
 
 
 @dataclass(frozen=True)
-class PromptEncoderConfig:
+class Sam2PromptEncoderConfig(ConfigMixin):
     """Points, boxes and masks to embeddings (transformers `Sam2PromptEncoderConfig`)."""
 
+    model_type: ClassVar[str] = "sam2_prompt_encoder"
     hidden_size: int = 256
     image_size: int = 1024
     patch_size: int = 16
@@ -98,9 +251,10 @@ class PromptEncoderConfig:
 
 
 @dataclass(frozen=True)
-class MaskDecoderConfig:
+class Sam2MaskDecoderConfig(ConfigMixin):
     """Two-way transformer and heads (transformers `Sam2MaskDecoderConfig`)."""
 
+    model_type: ClassVar[str] = "sam2_mask_decoder"
     hidden_size: int = 256
     hidden_act: str = "gelu"
     mlp_dim: int = 2048
@@ -116,17 +270,60 @@ class MaskDecoderConfig:
 
 
 @dataclass(frozen=True)
-class Sam2Config:
-    """The whole model: image parts plus the video (memory) settings of transformers `Sam2VideoConfig`.
+class Sam2VideoPromptEncoderConfig(Sam2PromptEncoderConfig):
+    """The video model's prompt encoder (transformers `Sam2VideoPromptEncoderConfig`): the same fields."""
 
-    The image model (`model_type="sam2"`) uses only the first three sub-configs; the video fields keep
-    their transformers defaults and are written only for `model_type="sam2_video"`.
-    """
+    model_type: ClassVar[str] = "sam2_video_prompt_encoder"
 
-    vision_config: VisionConfig = field(default_factory=VisionConfig)
-    prompt_encoder_config: PromptEncoderConfig = field(default_factory=PromptEncoderConfig)
-    mask_decoder_config: MaskDecoderConfig = field(default_factory=MaskDecoderConfig)
-    # Video / memory settings (transformers Sam2VideoConfig).
+
+@dataclass(frozen=True)
+class Sam2VideoMaskDecoderConfig(Sam2MaskDecoderConfig):
+    """The video model's mask decoder (transformers `Sam2VideoMaskDecoderConfig`): the same fields."""
+
+    model_type: ClassVar[str] = "sam2_video_mask_decoder"
+
+
+@dataclass(frozen=True)
+class Sam2Config(ConfigMixin):
+    """The image model (transformers `Sam2Config`): vision encoder, prompt encoder and mask decoder.
+
+    `from_dict` also reads a video config (its image parts), as transformers' `Sam2Model` loads a video
+    checkpoint."""
+
+    model_type: ClassVar[str] = "sam2"
+    accepted_model_types: ClassVar[tuple[str, ...]] = ("sam2", "sam2_video")
+    sub_configs: ClassVar[dict[str, type]] = {"vision_config": Sam2VisionConfig,
+                                              "prompt_encoder_config": Sam2PromptEncoderConfig,
+                                              "mask_decoder_config": Sam2MaskDecoderConfig}
+    vision_config: Sam2VisionConfig = None
+    prompt_encoder_config: Sam2PromptEncoderConfig = None
+    mask_decoder_config: Sam2MaskDecoderConfig = None
+    initializer_range: float = 0.02
+
+    def to_dict(self) -> dict[str, Any]:
+        """The transformers config dict, with `architectures` naming the model class."""
+        return {**super().to_dict(), "architectures": ["Sam2Model"]}
+
+
+_ROPE_DEFAULT = FrozenDict(rope_theta=10000.0, rope_type="axial")
+
+
+@dataclass(frozen=True)
+class Sam2VideoConfig(ConfigMixin):
+    """The video model (transformers `Sam2VideoConfig`): the image parts plus the memory settings.
+
+    `rope_parameters` is transformers' {"rope_theta": ..., "rope_type": "axial"} (read-only);
+    `memory_attention_rope_theta` reads its theta, as in transformers."""
+
+    model_type: ClassVar[str] = "sam2_video"
+    accepted_model_types: ClassVar[tuple[str, ...]] = ("sam2_video", "sam2")
+    sub_configs: ClassVar[dict[str, type]] = {"vision_config": Sam2VisionConfig,
+                                              "prompt_encoder_config": Sam2VideoPromptEncoderConfig,
+                                              "mask_decoder_config": Sam2VideoMaskDecoderConfig}
+    vision_config: Sam2VisionConfig = None
+    prompt_encoder_config: Sam2VideoPromptEncoderConfig = None
+    mask_decoder_config: Sam2VideoMaskDecoderConfig = None
+    initializer_range: float = 0.02
     num_maskmem: int = 7
     image_size: int = 1024
     sigmoid_scale_for_mem_enc: float = 20.0
@@ -148,9 +345,9 @@ class Sam2Config:
     memory_attention_dropout: float = 0.1
     memory_attention_rope_feat_sizes: tuple[int, int] = (64, 64)
     memory_attention_rope_dropout: float = 0.1
-    memory_attention_rope_theta: float = 10000.0
     memory_encoder_hidden_size: int = 256
     memory_encoder_output_channels: int = 64
+    rope_parameters: FrozenDict = _ROPE_DEFAULT
     mask_downsampler_embed_dim: int = 256
     mask_downsampler_kernel_size: int = 3
     mask_downsampler_stride: int = 2
@@ -164,22 +361,38 @@ class Sam2Config:
     memory_fuser_padding: int = 3
     memory_fuser_layer_scale_init_value: float = 1e-6
     memory_fuser_hidden_act: str = "gelu"
-    model_type: str = "sam2_video"
 
     def __post_init__(self):
-        for cfg in (self, self.vision_config, self.vision_config.backbone_config, self.prompt_encoder_config,
-                    self.mask_decoder_config):
-            for name, expected in _SUPPORTED_ACTIVATIONS.items():
-                got = getattr(cfg, name, expected)
-                if got != expected:
-                    raise ValueError(f"{type(cfg).__name__}.{name}: expected {expected!r} (the only one SAM 2 "
-                                     f"uses), got {got!r}")
-        if self.model_type not in ("sam2", "sam2_video"):
-            raise ValueError(f"model_type: expected 'sam2' or 'sam2_video', got {self.model_type!r}")
+        super().__post_init__()
+        rope = self.rope_parameters
+        if not isinstance(rope, dict):
+            raise TypeError(f"Sam2VideoConfig.rope_parameters: expected a dict like {dict(_ROPE_DEFAULT)}, got "
+                            f"{type(rope).__name__}")
+        rope = FrozenDict({**_ROPE_DEFAULT, **rope})
+        rope = FrozenDict({**rope, "rope_theta": float(rope["rope_theta"])})
+        if rope["rope_type"] != "axial":
+            raise ValueError(f"Sam2VideoConfig.rope_parameters: expected rope_type 'axial', got {rope['rope_type']!r}")
+        object.__setattr__(self, "rope_parameters", rope)
+
+    @classmethod
+    def _known_keys(cls, data: dict[str, Any]) -> dict[str, Any]:
+        out = super()._known_keys(data)
+        if "memory_attention_rope_theta" in data and "rope_parameters" not in data:  # older config.json files
+            out["rope_parameters"] = {"rope_theta": data["memory_attention_rope_theta"], "rope_type": "axial"}
+        return out
+
+    @property
+    def memory_attention_rope_theta(self) -> float:
+        """The memory attention's RoPE theta, `rope_parameters["rope_theta"]`."""
+        return self.rope_parameters["rope_theta"]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The transformers config dict, with `architectures` naming the model class."""
+        return {**super().to_dict(), "architectures": ["Sam2VideoModel"]}
 
     # ----------------------------------------------------------------- presets
     @classmethod
-    def from_preset(cls, name: str) -> "Sam2Config":
+    def from_preset(cls, name: str) -> "Sam2VideoConfig":
         """A released SAM 2 / 2.1 architecture by its hub name, e.g. "sam2.1-hiera-tiny" or "sam2-hiera-large"."""
         key = name.split("/")[-1]
         if key not in PRESETS:
@@ -191,98 +404,28 @@ class Sam2Config:
         """'2.1' when the SAM 2.1 additions are on, else '2.0'."""
         return "2.1" if self.enable_temporal_pos_encoding_for_object_pointers else "2.0"
 
-    # --------------------------------------------------------------- json i/o
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Sam2Config":
-        """Build from a transformers config dict (model_type "sam2" or "sam2_video")."""
-        model_type = data.get("model_type")
-        if model_type not in ("sam2", "sam2_video"):
-            raise ValueError(f"config.model_type: expected 'sam2' or 'sam2_video', got {model_type!r}")
-        vision = dict(data.get("vision_config") or {})
-        backbone = _build(HieraConfig, vision.pop("backbone_config", None) or {})
-        kwargs = {
-            "vision_config": _build(VisionConfig, vision, backbone_config=backbone),
-            "prompt_encoder_config": _build(PromptEncoderConfig, data.get("prompt_encoder_config") or {}),
-            "mask_decoder_config": _build(MaskDecoderConfig, data.get("mask_decoder_config") or {}),
-            "model_type": model_type,
-        }
-        if model_type == "sam2_video":
-            top = {k: v for k, v in data.items() if k not in kwargs}
-            rope = top.pop("rope_parameters", None) or {}
-            if "rope_theta" in rope:
-                top["memory_attention_rope_theta"] = rope["rope_theta"]
-            return _build(cls, top, **kwargs)
-        return cls(**kwargs)
 
-    @classmethod
-    def from_json_file(cls, path: str | os.PathLike) -> "Sam2Config":
-        """Read a transformers config.json (`sam2` or `sam2_video`)."""
-        with open(path) as f:
-            return cls.from_dict(json.load(f))
-
-    def to_dict(self) -> dict[str, Any]:
-        """The transformers config dict for this config's model_type."""
-        vision = _plain(self.vision_config)
-        vision["backbone_config"] = {**_plain(self.vision_config.backbone_config),
-                                     "model_type": "sam2_hiera_det_model"}
-        vision["model_type"] = "sam2_vision_model"
-        is_video = self.model_type == "sam2_video"
-        out = {
-            "model_type": self.model_type,
-            "architectures": ["Sam2VideoModel" if is_video else "Sam2Model"],
-            "vision_config": vision,
-            "prompt_encoder_config": {**_plain(self.prompt_encoder_config),
-                                      "model_type": "sam2_video_prompt_encoder" if is_video else "sam2_prompt_encoder"},
-            "mask_decoder_config": {**_plain(self.mask_decoder_config),
-                                    "model_type": "sam2_video_mask_decoder" if is_video else "sam2_mask_decoder"},
-            "initializer_range": 0.02,
-        }
-        if is_video:
-            nested = {"vision_config", "prompt_encoder_config", "mask_decoder_config", "model_type",
-                      "memory_attention_rope_theta"}
-            out.update({f.name: _jsonable(getattr(self, f.name)) for f in fields(self) if f.name not in nested})
-            out["rope_parameters"] = {"rope_type": "axial", "rope_theta": self.memory_attention_rope_theta}
-        return out
-
-    def to_json_file(self, path: str | os.PathLike) -> None:
-        """Write the config as a transformers config.json."""
-        with open(path, "w") as f:
-            json.dump(self.to_dict(), f, indent=2, sort_keys=True)
-            f.write("\n")
+def config_from_dict(data: dict[str, Any]) -> Sam2Config | Sam2VideoConfig:
+    """A transformers config dict as the config class of its model_type ("sam2" or "sam2_video")."""
+    model_type = data.get("model_type") if isinstance(data, dict) else None
+    classes = {"sam2": Sam2Config, "sam2_video": Sam2VideoConfig}
+    if model_type not in classes:
+        raise ValueError(f"config.model_type: expected 'sam2' or 'sam2_video', got {model_type!r}")
+    return classes[model_type].from_dict(data)
 
 
-def _jsonable(value):
-    if isinstance(value, tuple):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def _plain(cfg) -> dict[str, Any]:
-    return {f.name: _jsonable(getattr(cfg, f.name)) for f in fields(cfg) if not dataclasses.is_dataclass(
-        getattr(cfg, f.name))}
-
-
-def _build(cls, data: dict[str, Any], **nested):
-    """Instantiate `cls` from the keys of `data` it knows, converting lists to tuples; generic transformers
-    keys (dtype, architectures, ...) are ignored."""
-    known = {f.name: f for f in fields(cls)}
-    kwargs = dict(nested)
-    for key, value in data.items():
-        if key not in known or key in nested:
-            continue
-        default = known[key].default
-        if isinstance(default, tuple):
-            if key in ("image_size", "patch_kernel_size", "patch_stride", "patch_padding", "query_stride",
-                       "window_positional_embedding_background_size"):
-                value = _pair(value)
-            else:
-                value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
-        elif key in ("image_size", "patch_size") and isinstance(value, (list, tuple)):
-            if len(set(value)) != 1:
-                raise ValueError(f"{cls.__name__}.{key}: expected a square size, got {value}")
-            value = int(value[0])
-        kwargs[key] = value
-    return cls(**kwargs)
+def replace(config, **changes):
+    """`dataclasses.replace`, and also between the image and the video config: `model_type="sam2"` gives the
+    image config of a video config (its image parts), `model_type="sam2_video"` the video config of an image
+    config (default memory settings)."""
+    model_type = changes.pop("model_type", None)
+    if model_type is not None and model_type != config.model_type:
+        classes = {"sam2": Sam2Config, "sam2_video": Sam2VideoConfig}
+        if model_type not in classes or not isinstance(config, (Sam2Config, Sam2VideoConfig)):
+            raise ValueError(f"model_type: expected 'sam2' or 'sam2_video', got {model_type!r}")
+        config = classes[model_type](**{name: getattr(config, name) for name in (
+            "vision_config", "prompt_encoder_config", "mask_decoder_config", "initializer_range")})
+    return dataclasses.replace(config, **changes) if changes else config
 
 
 # ------------------------------------------------------------------------------------------- presets
@@ -295,40 +438,48 @@ _SIZES = {
 }
 
 
-def _preset(size: str, version: str) -> Sam2Config:
+def _preset(size: str, version: str) -> Sam2VideoConfig:
     dims, heads, blocks, global_blocks, windows, background = _SIZES[size]
-    backbone = HieraConfig(hidden_size=dims[0], embed_dim_per_stage=dims, num_attention_heads_per_stage=heads,
-                           blocks_per_stage=blocks, global_attention_blocks=global_blocks,
-                           window_size_per_stage=windows,
-                           window_positional_embedding_background_size=background)
-    vision = VisionConfig(backbone_config=backbone, backbone_channel_list=tuple(reversed(dims)))
+    backbone = Sam2HieraDetConfig(hidden_size=dims[0], embed_dim_per_stage=dims, num_attention_heads_per_stage=heads,
+                                  blocks_per_stage=blocks, global_attention_blocks=global_blocks,
+                                  window_size_per_stage=windows,
+                                  window_positional_embedding_background_size=background)
+    vision = Sam2VisionConfig(backbone_config=backbone, backbone_channel_list=tuple(reversed(dims)))
     is_21 = version == "2.1"
-    return Sam2Config(vision_config=vision, enable_occlusion_spatial_embedding=is_21,
-                      enable_temporal_pos_encoding_for_object_pointers=is_21)
+    return Sam2VideoConfig(vision_config=vision, enable_occlusion_spatial_embedding=is_21,
+                           enable_temporal_pos_encoding_for_object_pointers=is_21)
 
 
-PRESETS: dict[str, Sam2Config] = {
+PRESETS: dict[str, Sam2VideoConfig] = {
     f"{prefix}-hiera-{size}": _preset(size, version)
     for prefix, version in (("sam2.1", "2.1"), ("sam2", "2.0"))
     for size in _SIZES
 }
 
 
-def small_config(version: str = "2.1", image_size: int = 256) -> Sam2Config:
-    """A 9 M-parameter config that transformers accepts and that runs in seconds on a CPU: for tests and
+def small_config(version: str = "2.1", image_size: int = 256) -> Sam2VideoConfig:
+    """A 9 M-parameter video config that transformers accepts and that runs in seconds on a CPU: for tests and
     demos. It keeps window padding (14 on 16x16, 7 on 8x8) and the full decoder and memory widths."""
-    backbone = HieraConfig(hidden_size=16, embed_dim_per_stage=(16, 32, 64, 128),
-                           num_attention_heads_per_stage=(1, 2, 4, 8), blocks_per_stage=(1, 2, 3, 1),
-                           global_attention_blocks=(4,), image_size=(image_size, image_size))
+    backbone = Sam2HieraDetConfig(hidden_size=16, embed_dim_per_stage=(16, 32, 64, 128),
+                                  num_attention_heads_per_stage=(1, 2, 4, 8), blocks_per_stage=(1, 2, 3, 1),
+                                  global_attention_blocks=(4,), image_size=(image_size, image_size))
     s = image_size // 4
-    vision = VisionConfig(backbone_config=backbone, backbone_channel_list=(128, 64, 32, 16),
-                          backbone_feature_sizes=((s, s), (s // 2, s // 2), (s // 4, s // 4)))
+    vision = Sam2VisionConfig(backbone_config=backbone, backbone_channel_list=(128, 64, 32, 16),
+                              backbone_feature_sizes=((s, s), (s // 2, s // 2), (s // 4, s // 4)))
     is_21 = version == "2.1"
-    return Sam2Config(vision_config=vision, prompt_encoder_config=PromptEncoderConfig(image_size=image_size),
-                      image_size=image_size, memory_attention_rope_feat_sizes=(s // 4, s // 4),
-                      memory_attention_num_layers=2, enable_occlusion_spatial_embedding=is_21,
-                      enable_temporal_pos_encoding_for_object_pointers=is_21)
+    return Sam2VideoConfig(vision_config=vision, prompt_encoder_config={"image_size": image_size},
+                           image_size=image_size, memory_attention_rope_feat_sizes=(s // 4, s // 4),
+                           memory_attention_num_layers=2, enable_occlusion_spatial_embedding=is_21,
+                           enable_temporal_pos_encoding_for_object_pointers=is_21)
 
 
-__all__ = ["HieraConfig", "VisionConfig", "PromptEncoderConfig", "MaskDecoderConfig", "Sam2Config", "PRESETS",
-           "small_config", "replace"]
+# The names before transformers' (kept for the code that uses them).
+HieraConfig = Sam2HieraDetConfig
+VisionConfig = Sam2VisionConfig
+PromptEncoderConfig = Sam2PromptEncoderConfig
+MaskDecoderConfig = Sam2MaskDecoderConfig
+
+__all__ = ["Sam2HieraDetConfig", "Sam2VisionConfig", "Sam2PromptEncoderConfig", "Sam2MaskDecoderConfig",
+           "Sam2VideoPromptEncoderConfig", "Sam2VideoMaskDecoderConfig", "Sam2Config", "Sam2VideoConfig",
+           "FrozenDict", "config_from_dict", "PRESETS", "small_config", "replace", "HieraConfig", "VisionConfig",
+           "PromptEncoderConfig", "MaskDecoderConfig"]

@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
-from .config import Sam2Config
+from .config import Sam2Config, Sam2VideoConfig, config_from_dict
 
 # Flax leaves that keep their own name (and layout) in transformers, against the rules above.
 _KEEP_NAME = (
@@ -119,6 +119,36 @@ def random_params(abstract_params: Mapping[str, Any], seed: int = 0) -> dict[str
     return unflatten_dict(out)
 
 
+# transformers' `_init_weights` for SAM 2: tensors it sets to zero (besides biases), by key.
+_ZERO_INIT = re.compile(r"(^|\.)(no_memory_embedding|no_memory_positional_encoding|memory_temporal_positional_encoding|"
+                        r"no_object_pointer|occlusion_spatial_embedding_parameter|pos_embed|pos_embed_window|bias)$"
+                        r"|memory_fuser\.layers\.\d+\.scale$")
+
+
+def init_params(abstract_params: Mapping[str, Any], initializer_range: float = 0.02, positional_scale: float = 1.0,
+                seed: int = 0) -> dict[str, Any]:
+    """transformers' initialisation of a SAM 2 model (`Sam2PreTrainedModel._init_weights`), keyed by `seed`:
+    N(0, initializer_range) weights (linear, conv, embeddings, tokens), zero biases, LayerNorms at one and zero,
+    N(0, positional_scale) for the random Fourier matrices, and zeros for the tensors transformers zeroes
+    (position embeddings, no-memory and no-pointer tokens, temporal and occlusion embeddings, memory fuser
+    layer scales). Only the random draws differ from torch's."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for path, leaf in sorted(flatten_dict(dict(abstract_params)).items()):
+        shape = tuple(leaf.shape)
+        key, _ = _to_torch(path, np.zeros((0,) * len(shape)))
+        if _ZERO_INIT.search(key):
+            value = np.zeros(shape)
+        elif path[-1] == "scale":  # a LayerNorm (layer scales matched _ZERO_INIT above)
+            value = np.ones(shape)
+        elif path[-1] == "positional_embedding":
+            value = positional_scale * rng.standard_normal(shape)
+        else:
+            value = initializer_range * rng.standard_normal(shape)
+        out[path] = value.astype(leaf.dtype)
+    return unflatten_dict(out)
+
+
 def _torch_shape(path, shape) -> tuple[int, ...]:
     _, arr = _to_torch(path, np.zeros(shape, np.float32))
     return tuple(arr.shape)
@@ -172,16 +202,21 @@ def read_state_dict(folder: str | os.PathLike) -> dict[str, np.ndarray]:
     return state_dict
 
 
-def read_config(folder: str | os.PathLike) -> Sam2Config:
-    """The Sam2Config of a checkpoint folder (its config.json)."""
+def read_config(folder: str | os.PathLike) -> Sam2Config | Sam2VideoConfig:
+    """The config of a checkpoint folder (its config.json): a Sam2Config or a Sam2VideoConfig by model_type."""
     path = os.path.join(os.fspath(folder), CONFIG_NAME)
     if not os.path.isfile(path):
         raise ValueError(f"pretrained_model_name_or_path: expected a folder with {CONFIG_NAME}, got "
                          f"{os.fspath(folder)!r} without it")
-    return Sam2Config.from_json_file(path)
+    with open(path) as f:
+        try:
+            data = json.load(f)
+        except ValueError as err:
+            raise ValueError(f"pretrained_model_name_or_path: {path!r} is not readable JSON ({err})") from err
+    return config_from_dict(data)
 
 
-def save_checkpoint(folder: str | os.PathLike, params: Mapping[str, Any], config: Sam2Config) -> None:
+def save_checkpoint(folder: str | os.PathLike, params: Mapping[str, Any], config: Sam2Config | Sam2VideoConfig) -> None:
     """Write config.json and model.safetensors that transformers (and sam2_jax) load."""
     from safetensors.numpy import save_file
 

@@ -12,7 +12,7 @@ import types
 import numpy as np
 import torch
 
-from sam2_jax.config import Sam2Config
+from sam2_jax.config import Sam2VideoConfig
 
 # The sam2.1 training yaml's loss settings.
 LOSS_WEIGHTS = {"loss_mask": 20, "loss_dice": 1, "loss_iou": 1, "loss_class": 1}
@@ -35,7 +35,7 @@ def import_original_trainer():
     return importlib.import_module("training.model.sam2"), importlib.import_module("training.loss_fns")
 
 
-def _overrides(config: Sam2Config, corrections: int) -> list[str]:
+def _overrides(config: Sam2VideoConfig, corrections: int) -> list[str]:
     """Hydra overrides of sam2.1 tiny's yaml that give `config`'s sizes, dropout off."""
     vision, trunk = config.vision_config, config.vision_config.backbone_config
     tokens = config.memory_attention_rope_feat_sizes
@@ -70,7 +70,7 @@ def _overrides(config: Sam2Config, corrections: int) -> list[str]:
     return ([f"{model}.{k}={v}" for k, v in settings.items()] + [f"{layer}.{k}={v}" for k, v in layers.items()])
 
 
-def build_original_trainer(config: Sam2Config, corrections: int):
+def build_original_trainer(config: Sam2VideoConfig, corrections: int):
     """SAM2Train at `config`'s sizes in training mode (`corrections` correction clicks a corrected frame),
     as initialised. Its mask decoder is rebuilt with the config's widths, as `_build_sam_heads` builds it:
     that fixes them at SAM's."""

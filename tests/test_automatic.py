@@ -32,7 +32,7 @@ from reference import randomize_
 from sam2_jax import Sam2Model
 from sam2_jax.automatic import masks as automatic
 from sam2_jax.automatic.masks import Sam2AutomaticMaskGenerator
-from sam2_jax.config import Sam2Config, small_config
+from sam2_jax.config import Sam2VideoConfig, small_config
 from sam2_jax.io.writers import rle_counts
 
 INPUT_SIZE = 512  # the model's input size in these tests (the released models take 1024)
@@ -69,7 +69,7 @@ def shapes_image(height=385, width=511) -> np.ndarray:
     return image
 
 
-def at_input_size(config: Sam2Config, size: int) -> Sam2Config:
+def at_input_size(config: Sam2VideoConfig, size: int) -> Sam2VideoConfig:
     """`config` taking size x size px inputs (the feature maps follow; the weights stay valid)."""
     s = size // 4
     vision = dataclasses.replace(

@@ -14,7 +14,7 @@ from convert.__main__ import main
 from convert.checkpoint import read_checkpoint
 from convert.original import infer_preset, original_shapes, to_original, to_transformers, transformers_shapes
 from convert.verify import generated_inputs, jax_logits, torch_logits
-from sam2_jax.config import PRESETS, Sam2Config, small_config
+from sam2_jax.config import PRESETS, Sam2VideoConfig, small_config
 from reference import assert_close, hf_config, randomize_
 
 # The sam2 package's own config of each released variant.
@@ -40,7 +40,7 @@ def test_every_tensor_accounted_for(name):
     """The description, the renaming and the inferred config against both real models."""
     state_dict = build_sam2(SAM2_CONFIGS[name], None, device="cpu").state_dict()
     assert infer_preset(state_dict) == name
-    config = Sam2Config.from_preset(name)
+    config = Sam2VideoConfig.from_preset(name)
     assert list(_shapes(state_dict).items()) == list(original_shapes(config).items())
 
     with torch.device("meta"):
@@ -192,7 +192,7 @@ def _bad_source(case, tiny, folder):
             tensors = _without(tensors, "mask_decoder.iou_token.weight")
         else:
             tensors["no_object_pointer"] = torch.zeros(2)
-        path = _save_folder(folder / "model", Sam2Config.from_preset(tiny.name), tensors)
+        path = _save_folder(folder / "model", Sam2VideoConfig.from_preset(tiny.name), tensors)
     return path
 
 

@@ -8,7 +8,7 @@ import torch
 from reference import assert_close, hf_config, randomize_, state_dict_numpy, to_numpy
 
 from sam2_jax import weights
-from sam2_jax.config import HieraConfig, Sam2Config, replace, small_config
+from sam2_jax.config import HieraConfig, Sam2VideoConfig, replace, small_config
 from sam2_jax.models.hiera import VisionEncoder, position_embedding
 
 
@@ -75,14 +75,14 @@ def test_position_embedding_matches_bicubic_interpolate(background):
     assert_close(f"pos_embed {background}->256", ours, ref, rel=2e-6)
 
 
-def _with_backbone(backbone: HieraConfig) -> Sam2Config:
+def _with_backbone(backbone: HieraConfig) -> Sam2VideoConfig:
     config = small_config()
     return replace(config, vision_config=replace(config.vision_config, backbone_config=backbone))
 
 
 def test_vision_encoder_tiny_1024_matches_transformers():
     """Full SAM 2.1 hiera-tiny vision encoder at 1024x1024."""
-    config = Sam2Config.from_preset("sam2.1-hiera-tiny")
+    config = Sam2VideoConfig.from_preset("sam2.1-hiera-tiny")
     ours, ref, backbone = _run_both(config, batch=1, seed=5)
     assert [o.shape for o in ours["intermediate_hidden_states"]] == [
         (1, 256, 256, 96), (1, 128, 128, 192), (1, 64, 64, 384), (1, 32, 32, 768)]

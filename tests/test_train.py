@@ -26,7 +26,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 from sam2_jax import weights
 from sam2_jax.commands.main import main
 from sam2_jax.tracking import tracker
-from sam2_jax.config import HieraConfig, MaskDecoderConfig, PromptEncoderConfig, Sam2Config, VisionConfig
+from sam2_jax.config import HieraConfig, MaskDecoderConfig, PromptEncoderConfig, Sam2VideoConfig, VisionConfig
 from sam2_jax.io.clips import generate_clip, write_clip_davis
 from sam2_jax.train import batches, loop, losses
 from sam2_jax.train.conv import taps_convolutions
@@ -43,14 +43,14 @@ CLIPS, FRAMES, SLOTS = 2, 3, 4  # the shapes of every training batch of this mod
 RECIPE = Recipe(freeze=("image_encoder",), num_corrections=2)
 
 
-def _test_config() -> Sam2Config:
+def _test_config() -> Sam2VideoConfig:
     """A small SAM 2.1 that compiles quickly: 64 px, Hiera 1-1-2-1, one memory-attention layer."""
     backbone = HieraConfig(hidden_size=16, embed_dim_per_stage=(16, 32, 64, 128),
                            num_attention_heads_per_stage=(1, 1, 2, 2), blocks_per_stage=(1, 1, 2, 1),
                            window_size_per_stage=(4, 4, 4, 2), global_attention_blocks=(3,),
                            window_positional_embedding_background_size=(2, 2))
     vision = VisionConfig(backbone_config=backbone, backbone_channel_list=(128, 64, 32, 16), fpn_hidden_size=64)
-    config = Sam2Config(
+    config = Sam2VideoConfig(
         vision_config=vision, prompt_encoder_config=PromptEncoderConfig(hidden_size=64),
         mask_decoder_config=MaskDecoderConfig(hidden_size=64, mlp_dim=128, num_attention_heads=2,
                                               iou_head_hidden_dim=32),
@@ -264,7 +264,7 @@ def test_initial_params_are_drawn_as_the_original_modules_draw_theirs():
     from sam2.build_sam import build_sam2
     from convert.original import to_transformers
 
-    config = Sam2Config.from_preset("sam2.1-hiera-tiny")
+    config = Sam2VideoConfig.from_preset("sam2.1-hiera-tiny")
     torch.manual_seed(0)
     original = build_sam2("configs/sam2.1/sam2.1_hiera_t.yaml", None, device="cpu").state_dict()
     converted = {k: v.numpy() for k, v in to_transformers(original, config).items()}

@@ -17,16 +17,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..config import Sam2Config
+from ..config import Sam2VideoConfig
 from .layers import attention, layer_norm
 
 
-def _head_dim(config: Sam2Config) -> int:
+def _head_dim(config: Sam2VideoConfig) -> int:
     return config.memory_attention_hidden_size // (
         config.memory_attention_downsample_rate * config.memory_attention_num_attention_heads)
 
 
-def rope_tables(config: Sam2Config):
+def rope_tables(config: Sam2VideoConfig):
     """cos, sin (L, D) float32 of transformers `Sam2VideoVisionRotaryEmbedding` for the
     `memory_attention_rope_feat_sizes` grid (L = h*w tokens row-major, D = head dim).
 
@@ -60,7 +60,7 @@ class RoPEAttention(nn.Module):
     key_mask (B, Lk) booleans, True = attend. Returns (B, Lq, 256).
     """
 
-    config: Sam2Config
+    config: Sam2VideoConfig
 
     @nn.compact
     def __call__(self, query, key, value, rope_q, rope_k, key_mask=None):
@@ -94,7 +94,7 @@ class MemoryAttentionLayer(nn.Module):
     rope_k (Lk, D) for the keys; key_mask (B, Lk).
     """
 
-    config: Sam2Config
+    config: Sam2VideoConfig
 
     @nn.compact
     def __call__(self, x, keys, values, rope, rope_k, key_mask):
@@ -122,7 +122,7 @@ class MemoryAttention(nn.Module):
     Keys are ordered as transformers concatenates them: slot-major spatial tokens, then pointer tokens.
     """
 
-    config: Sam2Config
+    config: Sam2VideoConfig
 
     @nn.compact
     def __call__(self, features, position_embeddings, memory, memory_pos, memory_mask, pointers, pointer_pos,

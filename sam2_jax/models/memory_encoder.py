@@ -13,14 +13,14 @@ import math
 import flax.linen as nn
 import jax.numpy as jnp
 
-from ..config import Sam2Config
+from ..config import Sam2VideoConfig
 from .layers import depthwise_conv, gelu, layer_norm, sine_position_encoding
 
 
 class MaskDownSamplerLayer(nn.Module):
     """conv (k3 s2 p1) -> channels LayerNorm (eps 1e-6) -> exact GELU. (B, H, W, Cin) -> (B, H/2, W/2, Cout)."""
 
-    config: Sam2Config
+    config: Sam2VideoConfig
     out_channels: int
 
     @nn.compact
@@ -36,7 +36,7 @@ class MaskDownSampler(nn.Module):
     """transformers `Sam2VideoMaskDownSampler`: (B, H, W, 1) -> (B, H/16, W/16, mask_downsampler_embed_dim).
     Channels grow 1 -> 4 -> 16 -> 64 -> 256 over the stride-2 layers, then a 1x1 `final_conv`."""
 
-    config: Sam2Config
+    config: Sam2VideoConfig
 
     @nn.compact
     def __call__(self, masks):
@@ -53,7 +53,7 @@ class MemoryFuserCXBlock(nn.Module):
     """transformers `Sam2VideoMemoryFuserCXBlock` (ConvNeXt block), (B, h, w, C) -> same:
     `x + scale * pointwise_conv2(gelu(pointwise_conv1(layer_norm(depthwise_conv(x)))))`."""
 
-    config: Sam2Config
+    config: Sam2VideoConfig
 
     @nn.compact
     def __call__(self, x):
@@ -78,7 +78,7 @@ class MemoryEncoder(nn.Module):
     same for every object and frame.
     """
 
-    config: Sam2Config
+    config: Sam2VideoConfig
 
     @nn.compact
     def __call__(self, vision_features, masks):
@@ -93,7 +93,7 @@ class MemoryEncoder(nn.Module):
         return x, sine_position_encoding(h, w, c // 2, dtype=x.dtype)
 
 
-def memory_mask_input(high_res_logits, binarize, config: Sam2Config):
+def memory_mask_input(high_res_logits, binarize, config: Sam2VideoConfig):
     """The mask fed to `MemoryEncoder` (transformers `_encode_new_memory`): `(logits > 0)` where `binarize`
     (prompted frames) else `sigmoid(logits)`, then `* sigmoid_scale_for_mem_enc + sigmoid_bias_for_mem_enc`.
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from .. import processing
 from . import plan, tracker
-from ..config import Sam2Config
+from ..config import Sam2VideoConfig
 from ..models.layers import antialias_bilinear_matrix
 from ..models.sam2_video import NO_OBJ_SCORE, Sam2VideoModule
 
@@ -107,7 +107,7 @@ def make_prompts(objects, height: int, width: int, max_prompts: int | None = Non
 
 
 # ------------------------------------------------------------------------------------------ frames in
-def prepare(config: Sam2Config, frames) -> jax.Array:
+def prepare(config: Sam2VideoConfig, frames) -> jax.Array:
     """uint8 frames (T, H, W, 3) -> pixel values (T, S, S, 3) float32, channels last, on the device.
 
     Numerically the processor's (`processing.preprocess_images`): torchvision's antialiased bilinear resize
@@ -203,7 +203,7 @@ def check_prompts(prompts: Prompts, frames_shape, num_frames=None) -> None:
 
 
 # --------------------------------------------------------------------------------------- propagation
-def propagate(params, config: Sam2Config, frames, prompts: Prompts, *, reverse: bool = False,
+def propagate(params, config: Sam2VideoConfig, frames, prompts: Prompts, *, reverse: bool = False,
               both_directions: bool = False, num_frames=None) -> dict:
     """Track every object of `prompts` through `frames` (uint8 (T, H, W, 3)) as one jitted program.
 
@@ -256,7 +256,7 @@ def _sorted_by_frame(prompts: Prompts) -> Prompts:
     return Prompts(*(take(x) for x in prompts))
 
 
-def _prompt_step_inputs(config: Sam2Config, prompts: Prompts, slot, prompted, frame_shape, num_slots):
+def _prompt_step_inputs(config: Sam2VideoConfig, prompts: Prompts, slot, prompted, frame_shape, num_slots):
     """`tracker.StepInputs` of an initial conditioning frame: each prompted object's points (box corners
     first, labels 2 and 3) scaled to the input size, as the processor and the session build them."""
     n = prompts.frame_idx.shape[0]
@@ -288,7 +288,7 @@ def _prompt_step_inputs(config: Sam2Config, prompts: Prompts, slot, prompted, fr
                         write_recent_slot=jnp.full(n, config.max_object_pointers_in_encoder))
 
 
-def _multimask(config: Sam2Config, is_init, num_points):
+def _multimask(config: Sam2VideoConfig, is_init, num_points):
     """transformers `_use_multimask`: num_points counts box corners (and no padding)."""
     return (config.multimask_output_in_sam & (is_init | config.multimask_output_for_tracking)
             & (config.multimask_min_pt_num <= num_points) & (num_points <= config.multimask_max_pt_num))

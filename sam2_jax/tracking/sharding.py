@@ -26,7 +26,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from . import functional
-from ..config import Sam2Config
+from ..config import Sam2VideoConfig
 from .functional import Prompts
 
 
@@ -57,7 +57,7 @@ def batch_specs(has_boxes: bool, has_masks: bool):
     return (PartitionSpec("videos"), prompts, PartitionSpec("videos")), outputs
 
 
-def propagate_batch(params, config: Sam2Config, frames, prompts: Prompts, num_frames, mesh: Mesh, *,
+def propagate_batch(params, config: Sam2VideoConfig, frames, prompts: Prompts, num_frames, mesh: Mesh, *,
                     reverse: bool = False, both_directions: bool = False) -> dict:
     """`functional.propagate` on B videos of one shape at once, split over the mesh.
 
@@ -186,7 +186,7 @@ def pad_to(bucket: Bucket, frames, prompts: Prompts) -> tuple[np.ndarray, Prompt
     return frames, padded
 
 
-def propagate_videos(params, config: Sam2Config, videos, mesh: Mesh, *, reverse: bool = False,
+def propagate_videos(params, config: Sam2VideoConfig, videos, mesh: Mesh, *, reverse: bool = False,
                      both_directions: bool = False, frame_step: int = 16):
     """Outputs of `functional.propagate` for each of `videos` [(frames (T,H,W,3) uint8, Prompts)], in order,
     cut back to each video's frames and objects (numpy). Videos of one bucket run `B` at a time, B the size

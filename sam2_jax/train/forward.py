@@ -38,7 +38,7 @@ from jax.ad_checkpoint import checkpoint_name
 
 from ..tracking import tracker
 from ..tracking.plan import MemoryPlanner
-from ..config import Sam2Config, replace
+from ..config import Sam2VideoConfig, replace
 from ..models.layers import bilinear_matrix, resize_with
 from ..models.mask_decoder import MaskDecoder
 from ..models.sam2_video import NO_OBJ_SCORE, Sam2VideoModule
@@ -50,14 +50,14 @@ from .losses import decoder_losses
 COND_WIDTH = 2  # conditioning memories per object: the original recipe prompts or corrects at most two frames
 
 
-def training_config(config: Sam2Config) -> Sam2Config:
+def training_config(config: Sam2VideoConfig) -> Sam2VideoConfig:
     """`config` as the original trainer decodes: single-mask outputs as they are (the decoder's stability
     fallback runs only at evaluation)."""
     return replace(config, mask_decoder_config=replace(config.mask_decoder_config,
                                                        dynamic_multimask_via_stability=False))
 
 
-def with_memory_plan(config: Sam2Config, batch: Batch, inference: bool = False) -> Batch:
+def with_memory_plan(config: Sam2VideoConfig, batch: Batch, inference: bool = False) -> Batch:
     """`batch` with its memory plan: the order in which the pass takes the frames (the prompted frames, then
     the others in time order, as the original trainer) and, per frame and object, the memory lookups of
     `plan.MemoryPlanner` (transformers' rules) and the slot the frame's memory goes to. Prompted and
@@ -82,7 +82,7 @@ def with_memory_plan(config: Sam2Config, batch: Batch, inference: bool = False) 
 
 
 @functools.lru_cache(maxsize=4096)
-def _object_plan(config: Sam2Config, order: tuple, conditioning: tuple, inference: bool) -> dict:
+def _object_plan(config: Sam2VideoConfig, order: tuple, conditioning: tuple, inference: bool) -> dict:
     """One object's lookups and write slots, (T, ...) arrays in processing `order`, the frames in
     `conditioning` stored as conditioning memories (see `with_memory_plan`)."""
     shape = tracker.BankShape.for_config(config, 1, COND_WIDTH)
@@ -109,7 +109,7 @@ def _is_decoder_call(module, method_name: str) -> bool:
     return isinstance(module, MaskDecoder) and method_name == "__call__"
 
 
-def decode(apply, config: Sam2Config, high_res, pix, points, labels, point_mask, first, mask_inputs=None,
+def decode(apply, config: Sam2VideoConfig, high_res, pix, points, labels, point_mask, first, mask_inputs=None,
            is_mask_prompt=None, previous_logits=None, has_previous=None):
     """`Sam2VideoModule.segment` with transformers' multimask rule, plus every slot of its mask decoder.
 

@@ -30,7 +30,7 @@ import optax
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from .. import weights
-from ..config import HieraConfig, MaskDecoderConfig, PromptEncoderConfig, Sam2Config, VisionConfig, replace
+from ..config import HieraConfig, MaskDecoderConfig, PromptEncoderConfig, Sam2VideoConfig, VisionConfig, replace
 from ..io.evaluation import evaluate_sequence, region_similarity
 from ..models.sam2_video import Sam2VideoModule
 from ..transformers_api.video_model import Sam2VideoModel
@@ -44,7 +44,7 @@ PARTS = ("vision_encoder", "prompt_encoder", "mask_decoder", "memory_attention",
 ALIASES = {"image_encoder": "vision_encoder"}
 
 
-def tiny_generated_config(image_size: int = 128) -> Sam2Config:
+def tiny_generated_config(image_size: int = 128) -> Sam2VideoConfig:
     """The 3.1 M-parameter SAM 2.1 of shared/reference/training_feasibility.md (the config meant for the
     packaged sam2-jax-shapes model): Hiera width 32 with stages 1-2-2-1, width 128 for the neck, decoder and
     memory attention (two layers), memory width 64."""
@@ -52,7 +52,7 @@ def tiny_generated_config(image_size: int = 128) -> Sam2Config:
                            num_attention_heads_per_stage=(1, 2, 4, 8), blocks_per_stage=(1, 2, 2, 1),
                            window_size_per_stage=(8, 4, 8, 4), global_attention_blocks=(4,))
     vision = VisionConfig(backbone_config=backbone, backbone_channel_list=(256, 128, 64, 32), fpn_hidden_size=128)
-    config = Sam2Config(
+    config = Sam2VideoConfig(
         vision_config=vision, prompt_encoder_config=PromptEncoderConfig(hidden_size=128),
         mask_decoder_config=MaskDecoderConfig(hidden_size=128, mlp_dim=512, num_attention_heads=4,
                                               iou_head_hidden_dim=128),
@@ -62,7 +62,7 @@ def tiny_generated_config(image_size: int = 128) -> Sam2Config:
     return with_image_size(config, image_size)
 
 
-def with_image_size(config: Sam2Config, size: int) -> Sam2Config:
+def with_image_size(config: Sam2VideoConfig, size: int) -> Sam2VideoConfig:
     """The same architecture for square inputs of `size` pixels (a multiple of 16)."""
     if isinstance(size, bool) or not isinstance(size, int) or size < 32 or size % 16:
         raise ValueError(f"image_size: expected a multiple of 16 of at least 32, got {size!r}")
@@ -75,7 +75,7 @@ def with_image_size(config: Sam2Config, size: int) -> Sam2Config:
                    memory_attention_rope_feat_sizes=(s // 4, s // 4))
 
 
-def build_config(name: str, image_size: int | None = None) -> Sam2Config:
+def build_config(name: str, image_size: int | None = None) -> Sam2VideoConfig:
     """"tiny-generated", a preset name (e.g. "sam2.1-hiera-tiny"), or a config.json (or a checkpoint folder
     holding one), at `image_size` if given."""
     if name == "tiny-generated":
@@ -83,9 +83,9 @@ def build_config(name: str, image_size: int | None = None) -> Sam2Config:
     elif Path(name).is_dir():
         config = weights.read_config(name)
     elif Path(name).is_file():
-        config = Sam2Config.from_json_file(name)
+        config = Sam2VideoConfig.from_json_file(name)
     else:
-        config = Sam2Config.from_preset(name)
+        config = Sam2VideoConfig.from_preset(name)
     config = replace(config, model_type="sam2_video")
     return with_image_size(config, image_size) if image_size else config
 
@@ -102,7 +102,7 @@ SMALL_NORMAL = ("no_memory_embedding", "no_memory_positional_encoding", "no_obje
                 "occlusion_spatial_embedding_parameter", "memory_temporal_positional_encoding")
 
 
-def initial_params(config: Sam2Config, seed: int) -> dict:
+def initial_params(config: Sam2VideoConfig, seed: int) -> dict:
     """Random weights drawn as the original sam2 modules draw theirs (the feasibility run trained from
     those; from flax's defaults, 1.7 times the spread, training was several times slower): PyTorch's
     defaults for linear and convolution layers (weights and biases uniform in +-1/sqrt(fan_in)) and
@@ -196,7 +196,7 @@ def loss_and_terms(module: Sam2VideoModule, recipe: Recipe, params, batch, key):
 
 
 @functools.lru_cache(maxsize=8)
-def gradients(config: Sam2Config, recipe: Recipe):
+def gradients(config: Sam2VideoConfig, recipe: Recipe):
     """jit((params, batch, key) -> ({"loss", terms..., "grad_norm"}, grads)), compiled once per (config,
     recipe, batch shapes)."""
     loss_fn = jax.value_and_grad(functools.partial(loss_and_terms, Sam2VideoModule(config), recipe), has_aux=True)
@@ -219,7 +219,7 @@ def update(recipe: Recipe):
     return jax.jit(apply, donate_argnums=(0, 1))
 
 
-def train_step(config: Sam2Config, recipe: Recipe, params, opt_state, batch, key, lr: float):
+def train_step(config: Sam2VideoConfig, recipe: Recipe, params, opt_state, batch, key, lr: float):
     """One optimiser step. Returns (params, opt_state, {"loss", terms..., "grad_norm"})."""
     metrics, grads = gradients(config, recipe)(params, batch, key)
     params, opt_state = update(recipe)(params, opt_state, grads, np.float32(lr))
@@ -233,7 +233,7 @@ class TrainState(NamedTuple):
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
-def save_training(folder, state: TrainState, config: Sam2Config, settings: dict) -> None:
+def save_training(folder, state: TrainState, config: Sam2VideoConfig, settings: dict) -> None:
     """Weights in the transformers layout, the optimizer state and the step; trainer.json is written last."""
     folder = Path(folder)
     weights.save_checkpoint(folder, jax.device_get(state.params), config)
@@ -241,7 +241,7 @@ def save_training(folder, state: TrainState, config: Sam2Config, settings: dict)
     (folder / TRAINER_NAME).write_text(json.dumps({"step": state.step, "settings": settings}, indent=1) + "\n")
 
 
-def load_params(folder, config: Sam2Config):
+def load_params(folder, config: Sam2VideoConfig):
     """Strictly load the params of a checkpoint folder for `config`."""
     saved = weights.read_config(folder)
     if saved != replace(config, model_type=saved.model_type):
@@ -249,7 +249,7 @@ def load_params(folder, config: Sam2Config):
     return weights.state_dict_to_params(weights.read_state_dict(folder), Sam2VideoModel.abstract_params(config))
 
 
-def load_training(folder, config: Sam2Config, opt_state_template) -> tuple[TrainState, dict]:
+def load_training(folder, config: Sam2VideoConfig, opt_state_template) -> tuple[TrainState, dict]:
     """The state saved by `save_training`, and the settings it was trained with."""
     folder = Path(folder)
     if not (folder / TRAINER_NAME).is_file():
@@ -261,7 +261,7 @@ def load_training(folder, config: Sam2Config, opt_state_template) -> tuple[Train
 
 
 # ------------------------------------------------------------------------------------------ evaluation
-def evaluate_generated(config: Sam2Config, params, clips, kinds=("click", "box", "mask"),
+def evaluate_generated(config: Sam2VideoConfig, params, clips, kinds=("click", "box", "mask"),
                        chunk: int = 8, max_objects: int = 3) -> dict[str, dict[str, float]]:
     """J, F and J&F (DAVIS rules: first and last frames not scored, means over objects) of tracking `clips`
     from frame-0 prompts of each kind, through the training pass without corrections; also "J0", the J of
@@ -292,7 +292,7 @@ def evaluate_generated(config: Sam2Config, params, clips, kinds=("click", "box",
 
 
 @functools.lru_cache(maxsize=4)
-def _eval_forward(config: Sam2Config):
+def _eval_forward(config: Sam2VideoConfig):
     module = Sam2VideoModule(config)
     return jax.jit(lambda params, batch: forward(module, params, batch, jax.random.PRNGKey(0), 0,
                                                  inference=True)[0])

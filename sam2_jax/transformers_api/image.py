@@ -17,9 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import processing, runtime, weights
-from ..config import Sam2Config, replace
+from ..config import Sam2Config, Sam2VideoConfig, replace
 from ..models.sam2 import Sam2ImageModule
 from ..tracking.tracker import prompt_bucket
+from .devices import jax_device
 
 # Keys of a video checkpoint that the image model does not use (transformers ignores the same ones).
 VIDEO_ONLY_KEYS = (r"^memory_.*", r"^mask_downsample\..*", r"^object_pointer_proj\..*",
@@ -52,6 +53,13 @@ class Sam2ImageSegmentationOutput(ModelOutput):
 class BatchFeature(dict):
     """A dict with attribute access, as transformers' processor outputs: `model(**inputs)` works."""
 
+    def to(self, device=None):
+        """The same outputs with their jax arrays on `device` (a jax.Device or a name such as "cpu", "cuda")."""
+        target = jax_device(device, "device")
+        if target is None:
+            return self
+        return BatchFeature({k: jax.device_put(v, target) if isinstance(v, jax.Array) else v for k, v in self.items()})
+
     def __getattr__(self, name):
         try:
             return self[name]
@@ -64,7 +72,10 @@ def _cast_floats(tree, dtype):
 
 
 class PretrainedModel:
-    """Construction, loading and saving shared by `Sam2Model` and `Sam2VideoModel`."""
+    """Construction, loading, saving and placement shared by `Sam2Model` and `Sam2VideoModel`.
+
+    `Model(config)` initialises the weights as transformers does (`weights.init_params`, keyed by `seed`);
+    `Model(config, params)` takes given ones."""
 
     module_class: type  # the flax module
     model_type: str  # the transformers model_type written by save_pretrained
@@ -72,15 +83,34 @@ class PretrainedModel:
     ignored_keys: tuple[str, ...] = ()  # checkpoint tensors the module does not use (regexes)
 
     @classmethod
-    def abstract_params(cls, config: Sam2Config):
+    def abstract_params(cls, config: Sam2Config | Sam2VideoConfig):
         """Param shapes for `config` (nothing is allocated)."""
+        config = cls._own_config(config)
         size = config.vision_config.backbone_config.image_size
-        module = cls.module_class(replace(config, model_type=cls.model_type))
+        module = cls.module_class(config)
         return jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), jnp.zeros((1, *size, 3))))["params"]
 
     @classmethod
-    def from_config(cls, config: Sam2Config, seed: int = 0, dtype=jnp.float32):
-        """A model with random weights (`weights.random_params`), e.g. for tests, demos and training."""
+    def _own_config(cls, config) -> Sam2Config | Sam2VideoConfig:
+        """`config` as this model's config class (the image parts of a video config, for the image model)."""
+        if not isinstance(config, (Sam2Config, Sam2VideoConfig)):
+            raise TypeError(f"config: expected a Sam2Config or Sam2VideoConfig (sam2_jax.config), got "
+                            f"{type(config).__name__}")
+        return replace(config, model_type=cls.model_type)
+
+    @classmethod
+    def init_params(cls, config: Sam2Config | Sam2VideoConfig, seed: int = 0) -> dict[str, Any]:
+        """Weights initialised as transformers initialises them (`weights.init_params`), keyed by `seed`."""
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise TypeError(f"seed: expected an int, got {type(seed).__name__}")
+        config = cls._own_config(config)
+        return weights.init_params(cls.abstract_params(config), config.initializer_range,
+                                   config.prompt_encoder_config.scale, int(seed))
+
+    @classmethod
+    def from_config(cls, config: Sam2Config | Sam2VideoConfig, seed: int = 0, dtype=jnp.float32):
+        """A model with random weights (`weights.random_params`: every tensor random, none zero), for tests,
+        demos and training; `Model(config)` gives transformers' initialisation instead."""
         return cls(config, weights.random_params(cls.abstract_params(config), seed), dtype)
 
     @classmethod
@@ -102,6 +132,34 @@ class PretrainedModel:
         weights.save_checkpoint(save_directory, _cast_floats(self.params, jnp.float32), self.config)
         Sam2Processor(size=self.config.prompt_encoder_config.image_size).save_pretrained(save_directory)
 
+    # ------------------------------------------------------------------------------- placement
+    @property
+    def device(self):
+        """The jax.Device holding the weights."""
+        leaf = jax.tree_util.tree_leaves(self.params)[0]
+        return next(iter(leaf.devices())) if isinstance(leaf, jax.Array) else jax.devices()[0]
+
+    def to(self, device=None, dtype=None):
+        """Move the weights to `device` (a jax.Device, "cpu", "cuda", "gpu", "tpu", or None: where they are)
+        and cast their floats to `dtype`; returns the model, as transformers' `to` does."""
+        target = jax_device(device, "device")
+        if dtype is not None:
+            try:
+                dtype = jnp.dtype(dtype)
+            except TypeError as err:
+                raise TypeError(f"dtype: expected a JAX floating dtype such as jnp.bfloat16, got {dtype!r}") from err
+            if not jnp.issubdtype(dtype, jnp.floating):
+                raise TypeError(f"dtype: expected a floating dtype, got {dtype}")
+            self.params = _cast_floats(self.params, dtype)
+            self.dtype = dtype
+        if target is not None:
+            self.params = jax.device_put(self.params, target)
+        return self
+
+    def num_parameters(self) -> int:
+        """The number of weights (as transformers' `num_parameters`)."""
+        return int(sum(np.size(x) for x in jax.tree_util.tree_leaves(self.params)))
+
 
 class Sam2Model(PretrainedModel):
     """SAM 2 image segmentation, mirroring transformers `Sam2Model` (weights from a transformers folder;
@@ -112,10 +170,10 @@ class Sam2Model(PretrainedModel):
     accepted_model_types = ("sam2", "sam2_video")
     ignored_keys = VIDEO_ONLY_KEYS
 
-    def __init__(self, config: Sam2Config, params: dict[str, Any], dtype=jnp.float32):
-        self.config = replace(config, model_type="sam2")
+    def __init__(self, config: Sam2Config, params: dict[str, Any] | None = None, dtype=jnp.float32, seed: int = 0):
+        self.config = self._own_config(config)
         self.dtype = jnp.dtype(dtype)
-        self.params = _cast_floats(params, self.dtype)
+        self.params = _cast_floats(self.init_params(self.config, seed) if params is None else params, self.dtype)
         self.module = Sam2ImageModule(self.config)
         runtime.default_compile_cache()
         apply = self.module.apply

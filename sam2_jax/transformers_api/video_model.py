@@ -17,12 +17,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import processing, runtime
-from ..config import Sam2Config, replace
+from ..config import Sam2VideoConfig
 from ..io.frames import VideoError
 from ..models.sam2_video import Sam2VideoModule
 from ..tracking.plan import SessionPlan, mask_prompts
 from ..tracking.programs import WarmUp, program_set
 from .image import ModelOutput, PretrainedModel, _cast_floats
+from .video_features import VideoFeatures
 from .video_session import Sam2VideoInferenceSession
 
 
@@ -38,7 +39,7 @@ class Sam2VideoSegmentationOutput(ModelOutput):
 
 
 
-class Sam2VideoModel(PretrainedModel):
+class Sam2VideoModel(VideoFeatures, PretrainedModel):
     """SAM 2 video tracking, mirroring transformers `Sam2VideoModel` (weights from a transformers folder).
 
     Thread safety: one model may drive several sessions from several threads at once, with the masks it
@@ -52,10 +53,11 @@ class Sam2VideoModel(PretrainedModel):
     model_type = "sam2_video"
     accepted_model_types = ("sam2_video",)
 
-    def __init__(self, config: Sam2Config, params: dict[str, Any], dtype=jnp.float32):
-        self.config = replace(config, model_type="sam2_video")
+    def __init__(self, config: Sam2VideoConfig, params: dict[str, Any] | None = None, dtype=jnp.float32,
+                 seed: int = 0):
+        self.config = self._own_config(config)
         self.dtype = jnp.dtype(dtype)
-        self.params = _cast_floats(params, self.dtype)
+        self.params = _cast_floats(self.init_params(self.config, seed) if params is None else params, self.dtype)
         self.module = Sam2VideoModule(self.config)
         self.programs = program_set(self.config, self.dtype)
         runtime.default_compile_cache()

@@ -9,14 +9,37 @@ import numpy as np
 from .. import processing
 from ..io.frames import open_video
 from .image import Sam2Processor
+from .video_frames import Sam2VideoVideoProcessor, _square_size
 from .video_session import Sam2VideoInferenceSession
 
 
 class Sam2VideoProcessor(Sam2Processor):
-    """transformers `Sam2VideoProcessor`: frames in, prompts into a session, masks out."""
+    """transformers `Sam2VideoProcessor`: frames in, prompts into a session, masks out.
 
-    def __call__(self, images=None, device=None, **kwargs):
-        """As `Sam2Processor.__call__`; `device` is accepted (arrays land on JAX's default device)."""
+    `Sam2VideoProcessor(image_processor, video_processor, target_size=None, point_pad_value=-10)` as in
+    transformers (processors with a `size`, e.g. `Sam2VideoVideoProcessor(size=...)`, the same for both), or
+    `Sam2VideoProcessor(size=S)`; `from_pretrained` reads a checkpoint's."""
+
+    def __init__(self, image_processor=None, video_processor=None, target_size: int | None = None,
+                 point_pad_value: int = -10, size: int | None = None):
+        sizes = {name: _square_size(p.size, f"{name}.size") for name, p in
+                 (("image_processor", image_processor), ("video_processor", video_processor)) if p is not None}
+        if size is not None:
+            sizes["size"] = _square_size(size, "size")
+        if len(set(sizes.values())) > 1:
+            raise ValueError(f"{', '.join(sizes)}: expected one input size, got {sizes}")
+        size = next(iter(sizes.values()), 1024)
+        super().__init__(size=size, target_size=target_size, point_pad_value=point_pad_value)
+        self.video_processor = video_processor if video_processor is not None else Sam2VideoVideoProcessor(size)
+        self.image_processor = image_processor if image_processor is not None else self.video_processor
+
+    def __call__(self, images=None, device=None, videos=None, **kwargs):
+        """As `Sam2Processor.__call__`; `videos` goes to the video processor (`Sam2VideoVideoProcessor`);
+        `device` is accepted (arrays land on JAX's default device)."""
+        if videos is not None:
+            if images is not None:
+                raise ValueError("images, videos: expected one of them, got both")
+            return self.video_processor(videos=videos, **kwargs)
         return super().__call__(images=images, **kwargs)
 
     def init_video_session(self, video=None, inference_device=None, inference_state_device=None,
@@ -39,7 +62,7 @@ class Sam2VideoProcessor(Sam2Processor):
             height, width = source.height, source.width
         return Sam2VideoInferenceSession(
             source, height, width, inference_device=inference_device, inference_state_device=inference_state_device,
-            video_storage_device=video_storage_device, dtype=dtype,
+            video_storage_device=video_storage_device, processing_device=processing_device, dtype=dtype,
             max_vision_features_cache_size=max_vision_features_cache_size, image_size=self.size,
             max_conditioning_frames=max_conditioning_frames, keep_memory_archive=keep_memory_archive,
             add_all_frames_to_correct_as_cond=add_all_frames_to_correct_as_cond,
@@ -155,5 +178,11 @@ class Sam2VideoProcessor(Sam2Processor):
             out.append(array[..., None])
         return out
 
-    def post_process_masks(self, masks, original_sizes, **kwargs):
-        return super().post_process_masks(masks, original_sizes, **kwargs)
+    def post_process_masks(self, masks, original_sizes, mask_threshold: float = 0.0, binarize: bool = True,
+                           max_hole_area: float = 0.0, max_sprinkle_area: float = 0.0,
+                           apply_non_overlapping_constraints: bool = False, **unused):
+        """As `Sam2Processor.post_process_masks` (the image processor's, as transformers' Sam2VideoProcessor:
+        one-step upscaling); `video_processor.post_process_masks` is the video processor's."""
+        return super().post_process_masks(
+            masks, original_sizes, mask_threshold=mask_threshold, binarize=binarize, max_hole_area=max_hole_area,
+            max_sprinkle_area=max_sprinkle_area, apply_non_overlapping_constraints=apply_non_overlapping_constraints)

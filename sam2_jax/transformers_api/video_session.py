@@ -17,6 +17,8 @@ import numpy as np
 
 from ..tracking import tracker
 from ..tracking.plan import resize_bank
+from .devices import jax_device as _jax_device
+from .session_state import SessionStateAccess
 
 
 @dataclasses.dataclass
@@ -31,13 +33,22 @@ class _ObjectTrack:
     memories: dict = dataclasses.field(default_factory=dict)  # tracked frame -> (features, pointer) or None
 
 
-class Sam2VideoInferenceSession:
+class Sam2VideoInferenceSession(SessionStateAccess):
     """One video's tracking state (transformers `Sam2VideoInferenceSession`).
 
     `video` is a `sam2_jax.io.frames.FrameSource` (frames stay uint8 at their own size until encoded) or None
-    for streaming. Placement arguments of transformers are accepted: devices map to JAX devices
-    (`inference_device` may be a `jax.Device`, a platform name like "cpu"/"gpu"/"cuda", or None for the
-    default); state kept "on the CPU" is the host archive.
+    for streaming. transformers' placement arguments each take a `jax.Device`, a platform name ("cpu", "cuda",
+    "gpu", "tpu", "cuda:1") or None (JAX's default device), checked when the session starts:
+    - `inference_device`: where what `get_frame` and `get_output` return lives. The model computes where its
+      weights are (`model.to(device)`, or JAX's default device);
+    - `inference_state_device`: where the per-frame outputs and the memory archive live. They are kept in host
+      memory (numpy) whatever the device, as transformers keeps them with its default "cpu";
+    - `video_storage_device`, `processing_device`: the video stays on the host as uint8 frames and is
+      processed there (resize, normalise) on access; the arguments are checked and recorded.
+    `max_vision_features_cache_size` is how many frames' vision features are kept on the device (at least
+    the frames encoded together in one batch ahead of the memory loop); a stream also keeps that many frames.
+    transformers' accessors (`add_point_inputs`, `get_output`, `store_output`, `point_inputs_per_obj`, ...)
+    come from `session_state.SessionStateAccess`.
 
     Options from the original predictor, off by default as in both references:
     - `add_all_frames_to_correct_as_cond`: a click on an already tracked frame makes it a conditioning frame,
@@ -57,7 +68,7 @@ class Sam2VideoInferenceSession:
 
     def __init__(self, video=None, video_height: int | None = None, video_width: int | None = None,
                  inference_device=None, inference_state_device=None, video_storage_device=None,
-                 dtype=jnp.float32, max_vision_features_cache_size: int = 1, image_size: int = 1024,
+                 processing_device=None, dtype=jnp.float32, max_vision_features_cache_size: int = 1, image_size: int = 1024,
                  max_conditioning_frames: int = 8, keep_memory_archive: bool | None = None,
                  add_all_frames_to_correct_as_cond: bool = False, clear_non_cond_mem_around_input: bool = False):
         self.video = video
@@ -66,10 +77,15 @@ class Sam2VideoInferenceSession:
         self.video_height = video_height
         self.video_width = video_width
         self.device = _jax_device(inference_device, "inference_device")
-        self.inference_state_device = inference_state_device
-        self.video_storage_device = video_storage_device
+        self.inference_state_device = _jax_device(inference_state_device, "inference_state_device")
+        self.video_storage_device = _jax_device(video_storage_device, "video_storage_device")
+        self.processing_device = _jax_device(processing_device, "processing_device")
         self.dtype = jnp.dtype(dtype)
         self.image_size = image_size
+        if isinstance(max_vision_features_cache_size, bool) or not isinstance(max_vision_features_cache_size,
+                                                                              (int, np.integer)):
+            raise TypeError(f"max_vision_features_cache_size: expected an int, got "
+                            f"{type(max_vision_features_cache_size).__name__}")
         if max_vision_features_cache_size < 1:
             raise ValueError(f"max_vision_features_cache_size: expected >= 1, got {max_vision_features_cache_size}")
         self.max_vision_features_cache_size = int(max_vision_features_cache_size)
@@ -84,6 +100,11 @@ class Sam2VideoInferenceSession:
         self.reset_tracking_data()
 
     # ----------------------------------------------------------------------------- transformers API
+    @property
+    def inference_device(self):
+        """The jax.Device that get_frame and get_output place their arrays on (None: JAX's default)."""
+        return self.device
+
     @property
     def num_frames(self) -> int | None:
         """Frames in the video, or streamed so far; None for a stream that has not started."""
@@ -216,24 +237,3 @@ class Sam2VideoInferenceSession:
             raise ValueError(f"{name}: expected a streamed frame still kept ({sorted(self.streamed_frames)}) or the "
                              f"next one ({self.num_streamed}), got {frame_idx}")
         return int(frame_idx)
-
-
-def _jax_device(device, name):
-    """transformers device arguments -> a jax.Device (or None for JAX's default)."""
-    if device is None or isinstance(device, jax.Device):
-        return device
-    if hasattr(device, "type"):  # a torch.device
-        device = str(device)
-    if not isinstance(device, str):
-        raise TypeError(f"{name}: expected a jax.Device, a device name like 'cpu' or 'cuda:0', or None, "
-                        f"got {type(device).__name__}")
-    platform, _, index = device.partition(":")
-    platform = {"cuda": "gpu", "mps": "METAL"}.get(platform, platform)
-    try:
-        devices = jax.devices(platform)
-    except RuntimeError as err:
-        raise ValueError(f"{name}: no JAX device for {device!r} ({err})") from err
-    i = int(index) if index else 0
-    if i >= len(devices):
-        raise ValueError(f"{name}: expected a device index below {len(devices)} for {platform}, got {i}")
-    return devices[i]
