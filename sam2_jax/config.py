@@ -33,6 +33,7 @@ class FrozenDict(dict):
         return hash(tuple(sorted(self.items())))
 
     def _read_only(self, *args, **kwargs):
+        """Refused: a FrozenDict is read-only."""
         raise TypeError("FrozenDict is read-only; build a new config with replace(config, ...)")
 
     __setitem__ = __delitem__ = update = pop = popitem = clear = setdefault = _read_only
@@ -303,6 +304,16 @@ class Sam2Config(ConfigMixin):
     def to_dict(self) -> dict[str, Any]:
         """The transformers config dict, with `architectures` naming the model class."""
         return {**super().to_dict(), "architectures": ["Sam2Model"]}
+
+    @property
+    def image_size(self) -> int:
+        """The model's input size in pixels (square)."""
+        return self.prompt_encoder_config.image_size
+
+    @property
+    def version(self) -> str:
+        """'2': the image model's parts are the same in SAM 2.0 and 2.1."""
+        return "2"
 
 
 _ROPE_DEFAULT = FrozenDict(rope_theta=10000.0, rope_type="axial")

@@ -49,7 +49,9 @@ class Sam2VideoProcessor(Sam2Processor):
                            add_all_frames_to_correct_as_cond: bool = False,
                            clear_non_cond_mem_around_input: bool = False) -> Sam2VideoInferenceSession:
         """Start a session on `video` (anything `sam2_jax.io.frames.open_video` reads: frames as a list, a
-        (T,H,W,3) array, a file or folder path) or on nothing for streaming."""
+        (T,H,W,3) array, a file or folder path) or on nothing for streaming. The devices (a jax.Device, "cpu",
+        "cuda", "gpu", "tpu" or None) and `max_vision_features_cache_size` mean what
+        `Sam2VideoInferenceSession` says: where returned arrays live, and how many frames' features are kept."""
         source = None
         height = width = None
         if video is not None:

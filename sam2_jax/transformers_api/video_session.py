@@ -68,9 +68,10 @@ class Sam2VideoInferenceSession(SessionStateAccess):
 
     def __init__(self, video=None, video_height: int | None = None, video_width: int | None = None,
                  inference_device=None, inference_state_device=None, video_storage_device=None,
-                 processing_device=None, dtype=jnp.float32, max_vision_features_cache_size: int = 1, image_size: int = 1024,
+                 dtype=jnp.float32, max_vision_features_cache_size: int = 1, image_size: int = 1024,
                  max_conditioning_frames: int = 8, keep_memory_archive: bool | None = None,
-                 add_all_frames_to_correct_as_cond: bool = False, clear_non_cond_mem_around_input: bool = False):
+                 add_all_frames_to_correct_as_cond: bool = False, clear_non_cond_mem_around_input: bool = False,
+                 processing_device=None):
         self.video = video
         self.add_all_frames_to_correct_as_cond = bool(add_all_frames_to_correct_as_cond)
         self.clear_non_cond_mem_around_input = bool(clear_non_cond_mem_around_input)
