@@ -24,6 +24,7 @@ import transformers
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from sam2_jax import weights
+from sam2_jax.commands import train as train_command
 from sam2_jax.commands.main import main
 from sam2_jax.tracking import tracker
 from sam2_jax.config import HieraConfig, MaskDecoderConfig, PromptEncoderConfig, Sam2VideoConfig, VisionConfig
@@ -238,9 +239,9 @@ def test_bad_arguments_name_themselves(config_file, tmp_path, capsys):
         with_image_size(CONFIG, 100)
     with pytest.raises(ValueError, match="name"):
         loop.build_config("sam3-huge")
-    assert loop.run(_args(config_file, tmp_path, steps=0)) == 1
-    assert loop.run(_args(config_file, tmp_path, data=str(tmp_path / "missing"))) == 1
-    assert loop.run(_args(config_file, tmp_path, resume=True)) == 1  # nothing to resume
+    assert train_command.run(_args(config_file, tmp_path, steps=0)) == 1
+    assert train_command.run(_args(config_file, tmp_path, data=str(tmp_path / "missing"))) == 1
+    assert train_command.run(_args(config_file, tmp_path, resume=True)) == 1  # nothing to resume
     assert "sam2-jax train: error: resume" in capsys.readouterr().err
     assert main(["train", "--config", config_file, "--later-corrections", "2", "--out", str(tmp_path)]) == 1
     assert "later corrections" in capsys.readouterr().err
