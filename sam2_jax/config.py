@@ -159,7 +159,8 @@ class ConfigMixin:
 
 
 def _sub_config(cls, value, name):
-    """A sub-config argument (None, a dict, or a config with the same fields) -> an instance of `cls`."""
+    """A sub-config argument (None, a dict, a config with the same fields, or transformers' config object) -> an
+    instance of `cls`."""
     if value is None:
         return cls()
     if isinstance(value, cls) and type(value) is cls:
@@ -168,6 +169,8 @@ def _sub_config(cls, value, name):
         return cls.from_dict({k: v for k, v in value.items() if k != "model_type"})
     if isinstance(value, ConfigMixin) and {f.name for f in fields(value)} == {f.name for f in fields(cls)}:
         return cls(**{f.name: getattr(value, f.name) for f in fields(value)})
+    if not isinstance(value, ConfigMixin) and callable(getattr(value, "to_dict", None)):  # transformers' config
+        return cls.from_dict({k: v for k, v in value.to_dict().items() if k != "model_type"})
     raise TypeError(f"{name}: expected a dict or a {cls.__name__}, got {type(value).__name__}")
 
 

@@ -79,6 +79,13 @@ def test_constructor_arguments_as_transformers():
     assert image.vision_config == vision and image == Sam2Config(vision_config=vision.to_dict())
 
 
+def test_sub_configs_given_as_transformers_objects():
+    theirs = transformers.Sam2VisionConfig(backbone_config={"model_type": "sam2_hiera_det_model", "hidden_size": 32})
+    ours = Sam2VideoConfig(vision_config=theirs)
+    assert ours.vision_config.backbone_config.hidden_size == 32
+    assert _specific(ours.vision_config.to_dict()) == _specific(theirs.to_dict())
+
+
 def test_older_config_json_with_rope_theta():
     data = {**small_config().to_dict(), "memory_attention_rope_theta": 100.0}
     del data["rope_parameters"]
