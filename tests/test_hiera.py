@@ -8,8 +8,8 @@ import torch
 from reference import assert_close, hf_config, randomize_, state_dict_numpy, to_numpy
 
 from sam2_jax import weights
-from sam2_jax.config import PRESETS, HieraConfig, Sam2VideoConfig, replace, small_config
-from sam2_jax.models.hiera import VisionEncoder, block_groups, block_specs, position_embedding
+from sam2_jax.config import HieraConfig, Sam2VideoConfig, replace, small_config
+from sam2_jax.models.hiera import VisionEncoder, position_embedding
 
 
 def _run_both(config, batch: int, seed: int = 0):
@@ -55,33 +55,6 @@ def test_vision_encoder_small_matches_transformers():
     assert [o.shape for o in ours["fpn_hidden_states"]] == [(2, 64, 64, 256), (2, 32, 32, 256), (2, 16, 16, 256)]
     assert [o.shape for o in ours["fpn_position_encoding"]] == [(64, 64, 256), (32, 32, 256), (16, 16, 256)]
     _check_parity(ours, ref, backbone)
-
-
-def test_vision_encoder_scanned_blocks_match_transformers():
-    """Blocks with equal settings run as a scan: blocks 2-3 (one windowed block, twice) and 5-8 (windowed then
-    global, twice), on the small config with more blocks."""
-    backbone = replace(small_config().vision_config.backbone_config, blocks_per_stage=(1, 3, 5, 1),
-                       global_attention_blocks=(6, 8))
-    assert block_groups(block_specs(backbone), backbone.stage_ends) == [
-        (0, 1, 1), (1, 1, 1), (2, 1, 2), (4, 1, 1), (5, 2, 2), (9, 1, 1)]
-    _check_parity(*_run_both(_with_backbone(backbone), batch=2))
-
-
-@pytest.mark.parametrize("name, traced", [("sam2.1-hiera-tiny", 8), ("sam2.1-hiera-small", 10),
-                                          ("sam2.1-hiera-base-plus", 11), ("sam2.1-hiera-large", 12)])
-def test_block_groups_cover_every_block_once_within_stages(name, traced):
-    """Each block in exactly one group, groups repeat their first period's settings and end at or before a stage
-    end; the count of traced blocks (sum of periods) is the least found by hand for the presets."""
-    backbone = PRESETS[name].vision_config.backbone_config
-    specs = block_specs(backbone)
-    groups = block_groups(specs, backbone.stage_ends)
-    assert [i for start, period, count in groups for i in range(start, start + period * count)] == list(
-        range(len(specs)))
-    for start, period, count in groups:
-        blocks = range(start, start + period * count)
-        assert all(specs[i] == specs[start + (i - start) % period] for i in blocks)
-        assert not any(i in backbone.stage_ends for i in blocks[:-1])
-    assert sum(period for _, period, _ in groups) == traced
 
 
 @pytest.mark.parametrize("background", [7, 14])

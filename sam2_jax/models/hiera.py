@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from ..config import HieraConfig, VisionConfig
@@ -125,31 +124,6 @@ def block_specs(config: HieraConfig) -> list[dict]:
     return specs
 
 
-def block_groups(specs: list[dict], stage_ends: tuple[int, ...]) -> list[tuple[int, int, int]]:
-    """The blocks as groups (start, period, count): blocks start .. start + period * count - 1 repeat the
-    settings of their first `period` blocks `count` times, and a group with count >= 2 runs as one `lax.scan`.
-    Groups stay inside a stage and minimise the blocks traced (the sum of the periods): tiny's third stage, a
-    pooling block then three times (windowed, global), is (3, 1, 1), (4, 2, 3); large's 48 blocks trace 12.
-
-    Why: XLA compiles an unrolled encoder block by block; a scan compiles its body once. Measured on CPU
-    (benchmarks/encoder_compile.py): see benchmarks/results/cpu-encoder-compile-2026-12-07.md."""
-    # best[e]: (traced blocks, number of groups, groups) covering blocks 0 .. e - 1
-    best = [(0, 0, [])]
-    for end in range(1, len(specs) + 1):
-        cost, n, groups = best[end - 1]
-        options = [(cost + 1, n + 1, groups + [(end - 1, 1, 1)])]
-        for period in range(1, end // 2 + 1):
-            for count in range(2, end // period + 1):
-                start = end - period * count
-                if any(i in stage_ends for i in range(start, end - 1)) or specs[start] != specs[start + period]:
-                    break
-                if all(specs[i] == specs[i + period] for i in range(start, end - period)):
-                    cost, n, groups = best[start]
-                    options.append((cost + period, n + 1, groups + [(start, period, count)]))
-        best.append(min(options, key=lambda option: option[:2]))
-    return best[-1][2]
-
-
 class HieraBackbone(nn.Module):
     """transformers `Sam2HieraDetModel`: pixels (B, H, W, 3) -> the outputs of the stage-end blocks,
     e.g. (B,256,256,96), (B,128,128,192), (B,64,64,384), (B,32,32,768) for tiny at 1024."""
@@ -167,36 +141,12 @@ class HieraBackbone(nn.Module):
         pos_embed_window = self.param("pos_embed_window", nn.initializers.zeros,
                                       (1, cfg.hidden_size, window, window))
         x = x + position_embedding(pos_embed, pos_embed_window, x.shape[1], x.shape[2]).astype(x.dtype)
-        specs = [dict(spec, mlp_ratio=cfg.mlp_ratio, eps=cfg.layer_norm_eps) for spec in block_specs(cfg)]
         outputs = []
-        if self.is_initializing():  # one submodule per block creates the params, named as transformers' keys
-            groups = [(i, 1, 1) for i in range(len(specs))]
-        else:
-            groups = block_groups(specs, cfg.stage_ends)
-        for start, period, count in groups:
-            if count == 1:
-                x = MultiScaleBlock(**specs[start], name=f"blocks.{start}")(x)
-            else:
-                x = self._scan_blocks(x, specs[start:start + period], start, count)
-            if start + period * count - 1 in cfg.stage_ends:
+        for i, spec in enumerate(block_specs(cfg)):
+            x = MultiScaleBlock(**spec, mlp_ratio=cfg.mlp_ratio, eps=cfg.layer_norm_eps, name=f"blocks.{i}")(x)
+            if i in cfg.stage_ends:
                 outputs.append(x)
         return tuple(outputs)
-
-    def _scan_blocks(self, x, specs: list[dict], start: int, count: int):
-        """Blocks start .. start + len(specs) * count - 1, whose settings repeat `specs`, as one `lax.scan` over
-        their params stacked per position in the period: one traced copy of `specs` instead of `count`."""
-        period = len(specs)
-        params = self.variables["params"]
-        stacked = [jax.tree.map(lambda *p: jnp.stack(p), *(params[f"blocks.{start + k * period + j}"]
-                                                         for k in range(count)))
-                   for j in range(period)]
-
-        def body(x, block_params):
-            for spec, p in zip(specs, block_params):
-                x = MultiScaleBlock(**spec, parent=None).apply({"params": p}, x)
-            return x, None
-
-        return jax.lax.scan(body, x, stacked)[0]
 
 
 class VisionNeck(nn.Module):
