@@ -32,7 +32,7 @@ from reference import randomize_
 from sam2_jax import Sam2Model
 from sam2_jax.automatic import masks as automatic
 from sam2_jax.automatic.masks import Sam2AutomaticMaskGenerator
-from sam2_jax.config import Sam2VideoConfig, small_config
+from sam2_jax.config import Sam2Config, small_config
 from sam2_jax.io.writers import rle_counts
 
 INPUT_SIZE = 512  # the model's input size in these tests (the released models take 1024)
@@ -69,15 +69,14 @@ def shapes_image(height=385, width=511) -> np.ndarray:
     return image
 
 
-def at_input_size(config: Sam2VideoConfig, size: int) -> Sam2VideoConfig:
-    """`config` taking size x size px inputs (the feature maps follow; the weights stay valid)."""
+def at_input_size(config: Sam2Config, size: int) -> Sam2Config:
+    """The image model's `config` taking size x size px inputs (the feature maps follow; the weights stay valid)."""
     s = size // 4
     vision = dataclasses.replace(
         config.vision_config, backbone_feature_sizes=((s, s), (s // 2, s // 2), (s // 4, s // 4)),
         backbone_config=dataclasses.replace(config.vision_config.backbone_config, image_size=(size, size)))
-    return dataclasses.replace(config, vision_config=vision, image_size=size,
-                               prompt_encoder_config=dataclasses.replace(config.prompt_encoder_config, image_size=size),
-                               memory_attention_rope_feat_sizes=(s // 4, s // 4))
+    return dataclasses.replace(config, vision_config=vision,
+                               prompt_encoder_config=dataclasses.replace(config.prompt_encoder_config, image_size=size))
 
 
 def original_generator(model, **settings) -> SAM2AutomaticMaskGenerator:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 
-
+import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..tracking import tracker
 from .image import ModelOutput
 
 
@@ -22,7 +24,12 @@ class Sam2VideoVisionEncoderOutput(ModelOutput):
 
 
 class VideoFeatures:
-    """`get_image_features` for a model with `params`, `dtype`, `config` and a jitted `_encode`."""
+    """`get_image_features` for a model with `params`, `dtype`, `config` and `module`."""
+
+    @functools.cached_property
+    def _encode(self):
+        """The vision encoder on a batch of any size: a program of its own (sessions use their program set's)."""
+        return jax.jit(functools.partial(tracker.encode_frames, self.module))
 
     def get_image_features(self, pixel_values) -> Sam2VideoVisionEncoderOutput:
         """transformers `get_image_features`: pixel_values (B,3,S,S) from the processor -> the frames' features
