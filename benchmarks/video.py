@@ -6,7 +6,7 @@
 
 Both get the same randomised weights, the same generated video (moving discs, `common.moving_shapes`) and
 the same prompts (one click per object on frame 0). Each makes its session, runs the prompt frame with
-`model(frame_idx=0)`, then advances `propagate_in_video_iterator` in chunks of `Sam2VideoModel.scan_length`
+`model(frame_idx=0)`, then advances `propagate_in_video_iterator` in chunks of `ProgramSet.scan_length`
 frames; the implementations take turns chunk by chunk, so that load from other processes hits them alike.
 Frames per second: the median over the chunks after the first (which holds frame 0 and the filling of the
 memory bank; with one chunk, that one). sam2-jax tracks the first frames once beforehand, so compilation
@@ -39,11 +39,11 @@ import jax
 import numpy as np
 
 from sam2_jax import Sam2VideoModel, Sam2VideoProcessor
+from sam2_jax.tracking.programs import ProgramSet
 
 from .common import MIB, config_named, describe, device_memory, in_fresh_process, machine, markdown_table, \
     moving_shapes, rss, save, use_cores
 
-JITTED = ("_encode", "_step", "_scan")  # Sam2VideoModel's jitted functions: encoder, one frame, a scan of frames
 
 
 @dataclasses.dataclass
@@ -119,41 +119,38 @@ def frames_per_second(chunks: list[tuple[int, float]]) -> float:
 def warm_up(runner: Runner, video: list, clicks: list) -> tuple[float, list]:
     """Track `video` once, compiling what a run of this shape needs: seconds, and the distinct calls of the
     model's jitted functions as (name, argument shapes) in first-call order."""
-    model, calls = runner.model, {}
-    originals = {name: getattr(model, name) for name in JITTED}
+    programs, calls = runner.model.programs, {}
+    original = programs.compiled
 
-    def recorder(name):
-        def call(*args):
-            shapes = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), args)
-            key = (name, jax.tree_util.tree_structure(shapes), tuple(jax.tree_util.tree_leaves(shapes)))
-            calls.setdefault(key, (name, shapes))
-            return originals[name](*args)
-        return call
+    def recorder(name, params, *args):  # the programs (name, argument shapes, weights left out) it runs
+        shapes = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), args)
+        key = (name, jax.tree_util.tree_structure(shapes), tuple(jax.tree_util.tree_leaves(shapes)))
+        calls.setdefault(key, (name, shapes))
+        return original(name, params, *args)
 
     start = time.perf_counter()
-    for name in JITTED:
-        setattr(model, name, recorder(name))
+    programs.compiled = recorder
     try:
         with runner.context():
             for _ in tracking(runner, video, clicks):
                 pass
     finally:
-        for name in JITTED:
-            setattr(model, name, originals[name])
+        del programs.compiled
     return time.perf_counter() - start, list(calls.values())
 
 
 def per_frame_step(calls: list) -> tuple[str, tuple]:
-    """The `_step` call of one frame as the scan runs it: the scan's arguments less their frame axis."""
-    params, state, (features, pe), inputs = next(args for name, args in reversed(calls) if name == "_scan")
-    first = lambda x: jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype)  # noqa: E731
+    """The `step` call of one frame as the scan runs it: the scan's arguments less their frame axis."""
+    state, frame_features, inputs = next(args for name, args in reversed(calls) if name == "scan")
     drop = lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype)  # noqa: E731
-    return "_step", (params, state, (tuple(map(first, features)), pe), jax.tree_util.tree_map(drop, inputs), None)
+    size = 4 * frame_features[0][0][0].shape[1]  # s0 is at a quarter of the input size
+    masks = jax.ShapeDtypeStruct((state.cond_pointers.shape[0], size, size, 1), bool)
+    return "step", (state, frame_features[0], jax.tree_util.tree_map(drop, inputs), masks)
 
 
 def compile_calls(folder: str, dtype: str, calls: list, cache_dir: str) -> list[dict]:
-    """Run in a fresh process: lower and compile each (name, argument shapes) call of sam2-jax's jitted functions
-    with the persistent compilation cache in `cache_dir`; the seconds and XLA's FLOPs of each."""
+    """Run in a fresh process: compile each (name, argument shapes) program of sam2-jax's session with the
+    persistent compilation cache in `cache_dir`; the seconds and XLA's FLOPs of each."""
     jax.config.update("jax_compilation_cache_dir", cache_dir)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     model = Sam2VideoModel.from_pretrained(folder, dtype=dtype)
@@ -161,7 +158,7 @@ def compile_calls(folder: str, dtype: str, calls: list, cache_dir: str) -> list[
     for name, args in calls:
         with precision(dtype):
             start = time.perf_counter()
-            compiled = getattr(model, name).lower(*args).compile()
+            compiled = model.programs.compiled(name, model.params, *args)
             out.append({"function": name, "seconds": time.perf_counter() - start,
                         "flops": compiled.cost_analysis()["flops"]})
     return out
@@ -178,7 +175,7 @@ def progress(message: str) -> None:
 def measure(args, config, publish: Callable[[dict], None]) -> None:
     """Warm up, race, then compile in fresh processes, for each object count in turn; `publish` gets the results
     so far after each count, so that a run stopped early keeps the counts it finished."""
-    chunk = Sam2VideoModel.scan_length
+    chunk = ProgramSet.scan_length
     counts = [int(n) for n in args.objects.split(",")]
     dtypes = args.dtype.split(",")
     reference_dtypes = args.reference_dtype.split(",")
@@ -257,7 +254,7 @@ def compile_and_count(folder: str, dtype: str, calls: list) -> dict:
         options = dict(folder=folder, dtype=dtype, calls=calls, cache_dir=cache)
         cold = in_fresh_process("benchmarks.video", "compile_calls", **options)
         warm = in_fresh_process("benchmarks.video", "compile_calls", **options)
-    encode = next(c["flops"] for c, (name, args) in zip(cold, calls) if name == "_encode" and args[1].shape[0] == 1)
+    encode = next(c["flops"] / args[0].shape[0] for c, (name, args) in zip(cold, calls) if name == "encode")
     step = cold[-1]["flops"]
     return {"compile_cold_s": sum(c["seconds"] for c in cold[:-1]),
             "compile_warm_s": sum(c["seconds"] for c in warm[:-1]),
@@ -319,8 +316,8 @@ def main() -> None:
     parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--out", default="benchmarks/results", help="folder for <device>-<config>-<date>.json/.md")
     args = parser.parse_args()
-    if args.frames < Sam2VideoModel.scan_length:
-        parser.error(f"--frames: expected at least {Sam2VideoModel.scan_length} (one scan of sam2-jax), "
+    if args.frames < ProgramSet.scan_length:
+        parser.error(f"--frames: expected at least {ProgramSet.scan_length} (one scan of sam2-jax), "
                      f"got {args.frames}")
     use_cores(args.cores)
     if args.reference_dtype is None:
