@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..config import Sam2Config
+from ..config import Sam2VideoConfig
 from . import tracker
 from .tracker import MIN_SESSION_POINTS, NUM_RECENT, BankShape, prompt_bucket
 
@@ -210,7 +210,7 @@ class SessionPlan:
     device slots from the host archive when needed), and the bookkeeping after it (`advance`, `record`).
     It reads and writes the session's objects, its device bank `_state` and its slot mirror `_planner`."""
 
-    def __init__(self, config: Sam2Config, session):
+    def __init__(self, config: Sam2VideoConfig, session):
         self.config = config
         self.session = session
 

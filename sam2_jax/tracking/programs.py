@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..config import Sam2Config
+from ..config import Sam2VideoConfig
 from ..models.sam2_video import Sam2VideoModule
 from . import tracker
 from .tracker import MIN_SESSION_POINTS, NUM_RECENT, BankShape, StepInputs
@@ -47,7 +47,7 @@ class ProgramSet:
 
     scan_length = 8  # frames per `scan` (each scan is one dispatch)
 
-    def __init__(self, config: Sam2Config, dtype):
+    def __init__(self, config: Sam2VideoConfig, dtype):
         self.config, self.dtype = config, jnp.dtype(dtype)
         module = Sam2VideoModule(config)
         self._jitted = {
@@ -189,7 +189,7 @@ _SETS: dict[tuple, ProgramSet] = {}
 _SETS_LOCK = threading.Lock()
 
 
-def program_set(config: Sam2Config, dtype) -> ProgramSet:
+def program_set(config: Sam2VideoConfig, dtype) -> ProgramSet:
     """The process's `ProgramSet` of a config and dtype (made on first use)."""
     key = (config, jnp.dtype(dtype))
     with _SETS_LOCK:

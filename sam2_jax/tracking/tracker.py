@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ..config import Sam2Config
+from ..config import Sam2VideoConfig
 from ..models.sam2_video import Sam2VideoModule
 
 NUM_RECENT = 6  # num_maskmem - 1 tracked frames feed memory attention (transformers' constant is 7)
@@ -90,7 +90,7 @@ class BankShape:
     hidden: int
 
     @classmethod
-    def for_config(cls, config: Sam2Config, num_objects: int, cond_capacity: int) -> "BankShape":
+    def for_config(cls, config: Sam2VideoConfig, num_objects: int, cond_capacity: int) -> "BankShape":
         """The bank's shapes for a model config, an object count and conditioning slots per object."""
         h = config.prompt_encoder_config.image_embedding_size
         return cls(num_objects, cond_capacity, config.max_object_pointers_in_encoder, h * h,
