@@ -90,6 +90,7 @@ def _every_action(model, processor):
 
 def test_a_session_compiles_only_the_listed_set_and_nothing_twice(model, traces):
     processor = Sam2VideoProcessor.from_pretrained(MODEL)
+    before = set(model.programs.compile_seconds)  # what other tests of this process compiled for this config
     _every_action(model, processor)
     listed = {"encode_frames_apart", "track_step", "track_frames_apart", "set_object_memories"}
     assert set(traces) <= listed, f"programs outside the listed set: {sorted(set(traces) - listed)}"
@@ -101,7 +102,7 @@ def test_a_session_compiles_only_the_listed_set_and_nothing_twice(model, traces)
     assert traces.count("track_frames_apart") <= 2
     buckets = {f"{name}[rows={rows}, cond=1, points=8]" for name in ("step", "scan") for rows in (1, 2, 4, 16)}
     buckets.add(f"encode[frames={model.programs.frames()}]")
-    assert set(model.programs.compile_seconds) <= buckets
+    assert set(model.programs.compile_seconds) - before <= buckets
     print("\n".join(f"{name}: {seconds:.1f} s" for name, seconds in sorted(model.programs.compile_seconds.items())))
 
     second = Sam2VideoModel.from_pretrained(MODEL)  # a second model of the same checkpoint (loading traces shapes)
