@@ -268,37 +268,28 @@ class SessionStateAccess:
                 raise ValueError(f"output_value['object_score_logits']: expected shape (1, 1, 1), got {score.shape}")
             out["object_score_logits"] = float(score.reshape(()))
         features = np.asarray(jnp.asarray(values["maskmem_features"], jnp.bfloat16))
-        memory_dim = self._memory_dim()
+        memory_dim, pointer_dim = self._memory_shape()
         tokens = (s // 4) ** 2
         if features.shape not in ((tokens, 1, memory_dim), (tokens, memory_dim)):
             raise ValueError(f"output_value['maskmem_features']: expected shape ({tokens}, 1, {memory_dim}) "
                              f"(transformers' layout), got {features.shape}")
         pointer = np.asarray(values["object_pointer"], np.float32)
-        if pointer.size != self._pointer_dim() or pointer.ndim not in (1, 2, 3):
-            raise ValueError(f"output_value['object_pointer']: expected shape (1, 1, {self._pointer_dim()}), got "
+        if pointer.size != pointer_dim or pointer.ndim not in (1, 2, 3):
+            raise ValueError(f"output_value['object_pointer']: expected shape (1, 1, {pointer_dim}), got "
                              f"{pointer.shape}")
         out["maskmem_features"] = features.reshape(tokens, memory_dim)
         out["object_pointer"] = pointer.reshape(-1)
         return out
 
-    def _memory_dim(self) -> int:
+    def _memory_shape(self) -> tuple[int, int]:
+        """(memory channels, pointer width) of this session's memories: from a stored one, else its bank."""
         for track in self._objects:
             for memory in (*track.cond_memories.values(), *track.memories.values()):
                 if memory is not None:
-                    return memory[0].shape[-1]
+                    return memory[0].shape[-1], memory[1].shape[-1]
         if self._planner is not None:
-            return self._planner.shape.memory_dim
+            return self._planner.shape.memory_dim, self._planner.shape.hidden
         raise ValueError("store_output: the session has not run the model yet, so the memory's shape is unknown; "
-                         "run the model on a frame first")
-
-    def _pointer_dim(self) -> int:
-        for track in self._objects:
-            for memory in (*track.cond_memories.values(), *track.memories.values()):
-                if memory is not None:
-                    return memory[1].shape[-1]
-        if self._state is not None:
-            return int(self._state.cond_pointers.shape[-1])
-        raise ValueError("store_output: the session has not run the model yet, so the pointer's shape is unknown; "
                          "run the model on a frame first")
 
     @staticmethod
