@@ -114,7 +114,12 @@ def test_accessor_sequence_matches_transformers(pair):
             _check(f"masks propagation frame {got.frame_idx}", got.pred_masks, ref.pred_masks,
                    1e-3 * max(1.0, float(np.abs(_np(ref.pred_masks)).max())))
         for f in (1, 2, 8):
-            _compare_outputs(hf, ours, f, False, ("object_pointer", "maskmem_features"))
+            _compare_outputs(hf, ours, f, False)
+        # A tracked frame's mask and score stored (they only change what get_output returns), then read back.
+        masks = hf.get_output(0, 2, "pred_masks", is_conditioning_frame=False) - 1.0
+        hf.store_output(0, 2, "pred_masks", masks, is_conditioning_frame=False)
+        ours.store_output(0, 2, "pred_masks", masks.numpy(), is_conditioning_frame=False)
+        _compare_outputs(hf, ours, 2, False)
         assert ours.frames_tracked_per_obj == {0: {f: dict(v) for f, v in hf.frames_tracked_per_obj[0].items()}}
         assert set(ours.output_dict_per_obj[0]["cond_frame_outputs"]) == set(
             hf.output_dict_per_obj[0]["cond_frame_outputs"])
@@ -211,6 +216,8 @@ def test_get_image_features_matches_transformers(pair):
         ref_level = ref.fpn_hidden_states[level]
         _check(f"features level {level}", got.fpn_hidden_states[level], ref_level,
                1e-3 * max(1.0, float(np.abs(_np(ref_level)).max())))
-    _check("features position encoding", got.fpn_position_encoding[2], ref.fpn_position_encoding[2], 1e-4)
+    for level in range(3):
+        _check(f"features position encoding {level}", got.fpn_position_encoding[level],
+               ref.fpn_position_encoding[level], 1e-4)
     with pytest.raises(ValueError, match="pixel_values: expected shape"):
         pair.ours.get_image_features(pixels[:, :, :8])

@@ -371,7 +371,7 @@ class SessionPlan:
         session = self.session
         oldest_lookup = min(session.streamed_frames) - session._planner.shape.ring
         for track in session._objects:
-            for frames in (track.tracked, track.memories):
+            for frames in (track.tracked, track.memories, track.tracked_outputs):
                 while frames and next(iter(frames)) < oldest_lookup:
                     del frames[next(iter(frames))]
 
@@ -394,6 +394,7 @@ class SessionPlan:
             elif keep and frame_idx in track.memories:
                 track.memories[frame_idx] = (np.asarray(out["maskmem_features"][i]).reshape(-1, memory_dim),
                                              np.asarray(out["object_pointer"][i]))
+                track.tracked_outputs[frame_idx] = (pred_masks[i].copy(), float(scores[i]))
         return pred_masks, scores
 
     # ---------------------------------------------------------------------- device slots and the archive
@@ -456,5 +457,6 @@ class SessionPlan:
         track, ring = self.session._objects[obj], self.session._planner.ring_frames[obj]
         for f in frames:
             track.memories.pop(f, None)
+            track.tracked_outputs.pop(f, None)
             if f in ring:
                 ring[ring.index(f)] = -1

@@ -11,8 +11,9 @@ in device slots that mirror a host archive); these methods read and write that s
   dict and drops them, `get_output` says they are not kept.
 A write changes what later calls see as it does in transformers: a stored memory or pointer is the one later
 frames attend to (written to the device slot that holds its frame, or loaded from the host when a frame
-needs it), a stored conditioning mask is the one a later call on that frame replays. Tracked (non-conditioning) frames keep only their memory and pointer, not
-their masks (those come out of the propagation): reading their "pred_masks" is an error that says so.
+needs it), a stored conditioning mask is the one a later call on that frame replays. Tracked (non-conditioning)
+frames keep their masks and scores with the memory archive (`keep_memory_archive`, on for a whole video);
+without it, reading them is an error that says so.
 Every method checks its arguments first and leaves the session unchanged when it refuses them.
 """
 
@@ -167,8 +168,9 @@ class SessionStateAccess:
             return None
         if output_key not in outputs:
             kept = sorted(outputs)
+            hint = "" if is_conditioning_frame else "; tracked frames keep their masks with keep_memory_archive=True"
             raise ValueError(f"output_key: {output_key!r} is not kept for {'conditioning' if is_conditioning_frame else 'tracked'} "
-                             f"frames (sam2_jax keeps {kept}; tracked frames' masks are the propagation's outputs)")
+                             f"frames (sam2_jax keeps {kept}{hint})")
         value = outputs[output_key]
         return value if self.device is None or not isinstance(value, jax.Array) else jax.device_put(value, self.device)
 
@@ -178,7 +180,7 @@ class SessionStateAccess:
         Later calls use it as transformers does: a stored memory/pointer is attended to by later frames, a
         stored conditioning mask is replayed. A single key needs the frame's outputs to exist already; a
         dict may start them (conditioning frames need all four of "pred_masks", "object_score_logits",
-        "object_pointer", "maskmem_features"; tracked frames the last two). "maskmem_pos_enc" and
+        "object_pointer", "maskmem_features"; tracked frames the last two, a mask and score optional). "maskmem_pos_enc" and
         "high_res_masks" are accepted in a dict and not kept (the first follows from the config)."""
         obj_idx = self._check_index(obj_idx, "obj_idx", self.get_obj_num())
         frame_idx = self._check_index(frame_idx, "frame_idx", self.num_frames if not self.streaming else None)
@@ -194,23 +196,24 @@ class SessionStateAccess:
             self._check_output_key(output_key, _STORABLE)
             values = {output_key: output_value}
         current = self._outputs(obj_idx, frame_idx, cond) or {}
-        needed = _STORABLE if cond else ("object_pointer", "maskmem_features")
-        merged = {**{k: current[k] for k in needed if k in current}, **values}
+        merged = {**{k: current[k] for k in _STORABLE if k in current}, **values}
+        # A tracked frame's mask and score are optional, but kept as a pair.
+        needed = _STORABLE if cond or "pred_masks" in merged or "object_score_logits" in merged else _STORABLE[2:]
         missing = [k for k in needed if k not in merged]
         if missing:
             raise ValueError(f"output_key: frame {frame_idx} has no stored {'conditioning' if cond else 'tracked'} "
                              f"outputs for object index {obj_idx} yet; give them all as a dict (missing {missing})")
-        if not cond and ("pred_masks" in values or "object_score_logits" in values):
-            raise ValueError("output_key: sam2_jax keeps no masks or scores of tracked (non-conditioning) frames; "
-                             "store them with is_conditioning_frame=True to make the frame a conditioning one")
         converted = self._convert_outputs(merged)  # every check before the first change
         track = self._objects[obj_idx]
         memory = (converted["maskmem_features"], converted["object_pointer"])
+        masks = (converted["pred_masks"], converted["object_score_logits"]) if "pred_masks" in converted else None
         if cond:
-            track.cond_outputs[frame_idx] = (converted["pred_masks"], converted["object_score_logits"])
+            track.cond_outputs[frame_idx] = masks
             track.cond_memories[frame_idx] = memory
         else:
             track.memories[frame_idx] = memory
+            if masks is not None:
+                track.tracked_outputs[frame_idx] = masks
         self._write_slot(obj_idx, frame_idx, cond, memory)
 
     def _write_slot(self, obj_idx: int, frame_idx: int, cond: bool, memory) -> None:
@@ -238,15 +241,13 @@ class SessionStateAccess:
     def _outputs(self, obj_idx: int, frame_idx: int, cond: bool) -> dict | None:
         track = self._objects[obj_idx]
         memory = (track.cond_memories if cond else track.memories).get(frame_idx)
+        stored = (track.cond_outputs if cond else track.tracked_outputs).get(frame_idx)
+        if stored is None and (cond or memory is None):
+            return None
         out = {}
-        if cond:
-            stored = track.cond_outputs.get(frame_idx)
-            if stored is None:
-                return None
+        if stored is not None:
             out["pred_masks"] = jnp.asarray(stored[0], jnp.float32)[None, None]
             out["object_score_logits"] = jnp.full((1, 1, 1), stored[1], jnp.float32)
-        elif memory is None:
-            return None
         if memory is not None:
             features, pointer = memory
             out["maskmem_features"] = jnp.asarray(features)[:, None, :]

@@ -9,15 +9,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..models.layers import sine_position_encoding
 from ..tracking import tracker
 from .image import ModelOutput
+
+# The finer levels' encodings follow from their sizes alone (the tracker computes only the last level's).
+_position_encoding = functools.lru_cache(jax.jit(sine_position_encoding, static_argnums=(0, 1, 2),
+                                                 static_argnames="dtype"))
 
 
 @dataclasses.dataclass
 class Sam2VideoVisionEncoderOutput(ModelOutput):
     """fpn_hidden_states: [(4h*4w, B, 32), (2h*2w, B, 64), (h*w, B, 256)] (transformers' (HW, B, C) layout, the
     first two already through the mask decoder's conv_s0/conv_s1, as transformers precomputes them);
-    fpn_position_encoding: [None, None, (h*w, B, 256)] (sam2_jax computes only the level the memory uses)."""
+    fpn_position_encoding: the levels' sine encodings, [(4h*4w, B, 256), (2h*2w, B, 256), (h*w, B, 256)]."""
 
     fpn_hidden_states: list
     fpn_position_encoding: list
@@ -51,8 +56,10 @@ class VideoFeatures:
             x = jnp.broadcast_to(x, (shape[0], *x.shape[1:])) if x.shape[0] == 1 else x
             return jnp.transpose(x.reshape(x.shape[0], -1, x.shape[-1]), (1, 0, 2))
 
+        channels = self.config.vision_config.fpn_hidden_size
+        fine = [_position_encoding(x.shape[1], x.shape[2], channels // 2, dtype=pe.dtype) for x in levels[:-1]]
         return Sam2VideoVisionEncoderOutput(fpn_hidden_states=[hw_b_c(x) for x in levels],
-                                            fpn_position_encoding=[None, None, hw_b_c(pe)])
+                                            fpn_position_encoding=[hw_b_c(x) for x in (*fine, pe)])
 
 
 __all__ = ["VideoFeatures", "Sam2VideoVisionEncoderOutput"]

@@ -31,6 +31,7 @@ class _ObjectTrack:
     cond_memories: dict = dataclasses.field(default_factory=dict)  # frame -> (features (L,M), pointer (C,))
     tracked: dict = dataclasses.field(default_factory=dict)  # frame -> {"reverse": bool}
     memories: dict = dataclasses.field(default_factory=dict)  # tracked frame -> (features, pointer) or None
+    tracked_outputs: dict = dataclasses.field(default_factory=dict)  # archived tracked frame -> (pred_masks, score)
 
 
 class Sam2VideoInferenceSession(SessionStateAccess):
@@ -63,7 +64,8 @@ class Sam2VideoInferenceSession(SessionStateAccess):
 
     `keep_memory_archive` (default: on for a whole video, off when streaming) keeps every tracked frame's
     memory on the host too, so that a later call can refill the device slots from any frame (a click in the
-    middle of a tracked video). Off, host memory stays the video plus a constant.
+    middle of a tracked video), and its masks and score for `get_output`. Off, host memory stays the video plus
+    a constant.
     """
 
     def __init__(self, video=None, video_height: int | None = None, video_width: int | None = None,
@@ -121,7 +123,7 @@ class Sam2VideoInferenceSession(SessionStateAccess):
         arrays += jax.tree_util.tree_leaves(list(self._vision_cache.values()))
         for track in self._objects:
             arrays += [a for value in track.memories.values() if value is not None for a in value]
-            arrays += [value[0] for value in track.cond_outputs.values()]
+            arrays += [value[0] for value in (*track.cond_outputs.values(), *track.tracked_outputs.values())]
             arrays += list(track.mask_inputs.values())
         return int(sum(np.asarray(a).nbytes if not isinstance(a, jax.Array) else a.nbytes for a in arrays))
 
