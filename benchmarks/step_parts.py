@@ -44,7 +44,7 @@ def full_bank_inputs(model: Sam2VideoModel, n: int):
         pointer_cond_mask=full(1), pointer_cond_offset=full(1, 8).astype(np.int32),
         pointer_index=np.tile(np.arange(pointers - 1, dtype=np.int32), (n, 1)), pointer_mask=full(pointers - 1),
         max_pointers=np.asarray(pointers, np.int32), write_cond_slot=np.ones(n, np.int32),
-        write_recent_slot=np.zeros(n, np.int32))
+        write_recent_slot=np.zeros(n, np.int32), objects=np.int32(n))
     return state, inputs
 
 

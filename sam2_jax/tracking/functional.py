@@ -295,7 +295,8 @@ def _multimask(config: Sam2VideoConfig, is_init, num_points):
 
 
 def _step_inputs(lookup, **fields) -> tracker.StepInputs:
-    return tracker.StepInputs(**fields, **lookup)
+    """Every row is a live object here."""
+    return tracker.StepInputs(**fields, **lookup, objects=jnp.int32(fields["use_memory"].shape[0]))
 
 
 def _prompted_frames(module, params, config, frames, prompts: Prompts, state, encode):

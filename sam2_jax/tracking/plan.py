@@ -295,7 +295,8 @@ class SessionPlan:
                                  else planner.shape.cond_capacity)
             p.write_recent_slot = (planner.ring_slot_for(i, frame_idx) if write and not p.as_cond
                                    else planner.shape.ring)
-        inert = [ObjectStep(reverse=False, use_memory=False)] * (planner.shape.num_objects - len(steps))
+        live = len(steps)
+        inert = [ObjectStep(reverse=False, use_memory=False)] * (planner.shape.num_objects - live)
         for p in inert:
             p.write_cond_slot, p.write_recent_slot = planner.shape.cond_capacity, planner.shape.ring
         rows += [{key: np.zeros_like(value) for key, value in rows[0].items()}] * len(inert)
@@ -316,7 +317,7 @@ class SessionPlan:
             binarize=np.array(any(p.from_prompt for p in steps if p.ran)),
             max_pointers=np.int32(max_pointers),
             write_cond_slot=np.array([p.write_cond_slot for p in steps], np.int32),
-            write_recent_slot=np.array([p.write_recent_slot for p in steps], np.int32),
+            write_recent_slot=np.array([p.write_recent_slot for p in steps], np.int32), objects=np.int32(live),
             **{key: np.stack([r[key] for r in rows]) for key in rows[0]})
 
     def plan_scan(self, frames: list[int], reverse: bool) -> list[tuple[int, list[ObjectStep], tracker.StepInputs]]:

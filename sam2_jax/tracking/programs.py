@@ -5,7 +5,8 @@ A session's shapes come in buckets, so that what it is asked changes data, not p
 - `encode`: the frames encoded together (`frames`: the look-ahead batch; a click's frame is batched with
   the frames after it), at the model's input size.
 - `step` (one frame, prompted or tracked) and `scan` (`scan_length` tracked frames as one `lax.scan`), for
-  `rows` = `tracker.object_bucket(objects)` (1, 2, 4, 8, 16, ...: the rows past the objects are inert) and
+  `rows` = `tracker.object_bucket(objects)` (1, 2, 4, 8, 16, ...: the rows past the objects are inert; on the
+  CPU at least 16, where a step loops over its live rows only, so 1 to 16 objects share one program) and
   `cond` = the conditioning slots one frame attends to (1, 2, 4, ... up to the session's
   `max_conditioning_frames`). Points are padded to at least `tracker.MIN_SESSION_POINTS` (8) with a mask;
   points, boxes and masks are masked inputs of the same `step` (a frame without mask prompts passes empty
@@ -103,7 +104,7 @@ class ProgramSet:
         pixels = jax.ShapeDtypeStruct((self.frames(), size, size, 3), self.dtype)
         jobs = [("encode", (pixels,))]
         features = jax.eval_shape(self._jitted["encode"], params, pixels)[0]
-        rows = 1
+        rows = tracker.object_bucket(1)
         while True:
             shape = BankShape.for_config(self.config, rows, conditioning_frames)
             state = jax.eval_shape(lambda: tracker.init_state(shape))
@@ -182,7 +183,7 @@ def abstract_step_inputs(shape: BankShape, points: int, cond: int) -> StepInputs
         recent_index=of(np.int32, n, NUM_RECENT), recent_mask=of(bool, n, NUM_RECENT),
         pointer_cond_mask=of(bool, n, cond), pointer_cond_offset=of(np.int32, n, cond),
         pointer_index=of(np.int32, n, pointers), pointer_mask=of(bool, n, pointers), max_pointers=of(np.int32),
-        write_cond_slot=of(np.int32, n), write_recent_slot=of(np.int32, n))
+        write_cond_slot=of(np.int32, n), write_recent_slot=of(np.int32, n), objects=of(np.int32))
 
 
 _SETS: dict[tuple, ProgramSet] = {}

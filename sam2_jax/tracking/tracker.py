@@ -62,6 +62,7 @@ class StepInputs(NamedTuple):
     max_pointers: Any  # () int32: transformers' max_object_pointers_to_use (normaliser + 1)
     write_cond_slot: Any  # (N,) int32: slot to store this frame's memory as conditioning, Cc = none
     write_recent_slot: Any  # (N,) int32: ring slot to store it as a tracked frame, R = none
+    objects: Any  # () int32: the live rows, the first ones (the CPU skips the inert rows after them)
 
 
 def prompt_bucket(n: int) -> int:
@@ -72,10 +73,16 @@ def prompt_bucket(n: int) -> int:
 MIN_SESSION_POINTS = 8  # a session's steps take at least 8 point slots: clicks up to 8 share one program
 
 
+CPU_OBJECT_ROWS = 16  # a CPU session's bank has at least this many object rows
+
+
 def object_bucket(n: int) -> int:
     """The object rows of a session's bank and steps for `n` objects: a power of two (1, 2, 4, 8, 16, ...),
-    the rows past `n` inert (no memory read or written, outputs dropped), so object counts share programs."""
-    return prompt_bucket(n)
+    the rows past `n` inert (no memory read or written, outputs dropped), so object counts share programs.
+    On the CPU at least `CPU_OBJECT_ROWS`: there a step loops over the live rows only (`track_step`), so one
+    program serves 1 to 16 objects at the cost of the objects it has."""
+    rows = prompt_bucket(n)
+    return max(rows, CPU_OBJECT_ROWS) if jax.default_backend() == "cpu" else rows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,19 +170,6 @@ def write_memory(state: TrackerState, cond_slot, recent_slot, features, pointer)
     )
 
 
-def one_object_at_a_time(function, *per_object):
-    """`function` of arrays with a leading object axis, run as a loop over the objects on the CPU and batched
-    elsewhere. XLA:CPU's batched matmuls measured 26% (memory attention) to 40% (memory encoder) slower per object
-    than single ones (`benchmarks.step_parts`, tiny, 4 objects); a GPU needs the batch to fill its cores."""
-    if jax.default_backend() != "cpu":
-        return function(*per_object)
-
-    def one(arrays):
-        return jax.tree_util.tree_map(lambda y: y[0], function(*(x[None] for x in arrays)))
-
-    return jax.lax.map(one, per_object)
-
-
 def track_step(module: Sam2VideoModule, params, state: TrackerState, features, inputs: StepInputs,
                mask_inputs=None):
     """One frame for all objects: memory attention, decoding, memory encoding, bank update.
@@ -183,26 +177,48 @@ def track_step(module: Sam2VideoModule, params, state: TrackerState, features, i
     features: ((s0 (1,4h,4w,C/8), s1 (1,2h,2w,C/4), level2 (1,h,w,C)), level2 PE (h,w,C)) of the frame;
     mask_inputs (N,H,W,1) or None. Returns (new state, outputs dict with pred_masks (N,4h,4w),
     object_score_logits (N,), object_pointer (N,C), maskmem_features (N,h,w,M) bf16, iou_scores (N,)).
+
+    On the CPU the objects run one at a time, in a loop over the `inputs.objects` live rows (inert rows cost
+    nothing; their outputs are zeros): XLA:CPU's batched matmuls measured 26% (memory attention) to 40% (memory
+    encoder) slower per object than single ones (`benchmarks.step_parts`, tiny, 4 objects). A GPU needs the
+    batch to fill its cores: there all rows run at once.
     """
+    if jax.default_backend() != "cpu":
+        return _track_objects(module, params, state, features, inputs, mask_inputs)
+    n = state.cond_pointers.shape[0]
+
+    def row(tree, i):  # object row i of every per-object leaf (scalars are shared)
+        return jax.tree_util.tree_map(lambda x: jax.lax.dynamic_slice_in_dim(x, i, 1) if jnp.ndim(x) else x, tree)
+
+    def put(tree, i, part):
+        return jax.tree_util.tree_map(lambda x, y: jax.lax.dynamic_update_slice_in_dim(x, y, i, 0), tree, part)
+
+    def one(i, carry):
+        state, outputs = carry
+        new_row, out = _track_objects(module, params, row(state, i), features, row(inputs, i), row(mask_inputs, i))
+        return put(state, i, new_row), put(outputs, i, out)
+
+    shapes = jax.eval_shape(lambda: _track_objects(module, params, row(state, 0), features, row(inputs, 0),
+                                                   row(mask_inputs, 0))[1])
+    outputs = jax.tree_util.tree_map(lambda x: jnp.zeros((n,) + x.shape[1:], x.dtype), shapes)
+    return jax.lax.fori_loop(0, jnp.minimum(inputs.objects, n), one, (state, outputs))
+
+
+def _track_objects(module: Sam2VideoModule, params, state: TrackerState, features, inputs: StepInputs,
+                   mask_inputs=None):
+    """`track_step` on every row at once (the rows are the batch axis)."""
     (s0, s1, level2), pos = features
     n = state.cond_pointers.shape[0]
     h, w, c = level2.shape[1:]
     level2_n = jnp.broadcast_to(level2, (n, h, w, c))
     apply = functools.partial(module.apply, {"params": params})
-
-    def attend(level2, memory, memory_tpos, memory_mask, pointers, pointer_offsets, pointer_mask, use_memory):
-        return apply(level2, pos, memory, memory_tpos, memory_mask, pointers, pointer_offsets, pointer_mask,
-                     inputs.max_pointers, use_memory, method=Sam2VideoModule.conditioned_features)
-
-    def encode(level2, high_res_masks, object_score_logits):
-        return apply(level2, high_res_masks, object_score_logits, inputs.binarize,
-                     method=Sam2VideoModule.encode_memory)
-
-    pix = one_object_at_a_time(attend, level2_n, *read_memory(state, inputs._asdict()), inputs.use_memory)
+    pix = apply(level2_n, pos, *read_memory(state, inputs._asdict()), inputs.max_pointers, inputs.use_memory,
+                method=Sam2VideoModule.conditioned_features)
     pix = jnp.where(inputs.is_mask_prompt[:, None, None, None], level2_n, pix)  # raw features for mask prompts
     out = apply((s0, s1), pix, inputs.points, inputs.labels, inputs.point_mask, inputs.multimask, mask_inputs,
                 inputs.is_mask_prompt, method=Sam2VideoModule.segment)
-    memory_features = one_object_at_a_time(encode, level2_n, out.pop("high_res_masks"), out["object_score_logits"])
+    memory_features = apply(level2_n, out.pop("high_res_masks"), out["object_score_logits"], inputs.binarize,
+                            method=Sam2VideoModule.encode_memory)
     state = write_memory(state, inputs.write_cond_slot, inputs.write_recent_slot, memory_features,
                          out["object_pointer"])
     out["maskmem_features"] = memory_features
