@@ -111,8 +111,9 @@ def state_dict_to_params(state_dict: Mapping[str, np.ndarray], abstract_params: 
 
 def random_params(abstract_params: Mapping[str, Any], seed: int = 0) -> dict[str, Any]:
     """Random weights shaped like `abstract_params`, without tracing the model's init (which takes a minute
-    to compile at full size): LeCun-normal kernels, zero biases, unit LayerNorm scales, N(0, 1) Fourier
-    matrices and N(0, 0.02) for every other tensor (tokens, embeddings, position embeddings)."""
+    to compile at full size): LeCun-normal kernels, zero biases, unit LayerNorm and BatchNorm scales, BatchNorm
+    variances U(0.5, 1.5), N(0, 1) Fourier matrices and N(0, 0.02) for every other tensor (tokens, embeddings,
+    position embeddings, BatchNorm means)."""
     rng = np.random.default_rng(seed)
     out = {}
     for path, leaf in flatten_dict(dict(abstract_params)).items():
