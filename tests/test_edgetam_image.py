@@ -148,3 +148,15 @@ def test_edgetam_model_takes_edgetam_configs_only():
     from sam2_jax.config import small_config, replace
     with pytest.raises(ValueError, match="config: EdgeTamModel takes EdgeTAM configs"):
         EdgeTamModel.abstract_params(replace(small_config(), model_type="sam2"))
+
+
+def test_image_model_loads_a_video_checkpoint(models, tmp_path):
+    hf, ours, _ = models
+    video = transformers.EdgeTamVideoModel(transformers.EdgeTamVideoConfig.from_dict(
+        {**CONFIG.to_dict(), "model_type": "edgetam_video"}))
+    video.load_state_dict(hf.state_dict(), strict=False)  # the image parts; the perceiver and memory stay random
+    video.save_pretrained(tmp_path)
+    model = EdgeTamModel.from_pretrained(tmp_path)  # its video tensors ignored, as transformers ignores them
+    assert model.config == CONFIG
+    for a, b in zip(jax.tree_util.tree_leaves(ours.params), jax.tree_util.tree_leaves(model.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
