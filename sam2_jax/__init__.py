@@ -1,9 +1,11 @@
-"""sam2-jax: SAM 2 / SAM 2.1 segmentation and tracking in JAX and Flax, numerically equal to transformers."""
+"""sam2-jax: SAM 2 / SAM 2.1 (and EdgeTAM) segmentation and tracking in JAX and Flax, numerically equal to
+transformers."""
 
 import importlib
 
-from .config import (PRESETS, Sam2Config, Sam2HieraDetConfig, Sam2MaskDecoderConfig, Sam2PromptEncoderConfig,
-                     Sam2VideoConfig, Sam2VideoMaskDecoderConfig, Sam2VideoPromptEncoderConfig, Sam2VisionConfig,
+from .config import (PRESETS, EdgeTamConfig, EdgeTamMaskDecoderConfig, EdgeTamPromptEncoderConfig, EdgeTamVideoConfig,
+                     EdgeTamVideoMaskDecoderConfig, EdgeTamVideoPromptEncoderConfig, EdgeTamVisionConfig, Sam2Config,
+                     Sam2HieraDetConfig, Sam2MaskDecoderConfig, Sam2PromptEncoderConfig, Sam2VideoConfig, Sam2VideoMaskDecoderConfig, Sam2VideoPromptEncoderConfig, Sam2VisionConfig,
                      small_config)
 
 __version__ = "0.1.0"
@@ -11,7 +13,7 @@ __version__ = "0.1.0"
 # Each public class and the module it lives in.
 _HOMES = {
     "Sam2Model": ".transformers_api.image", "Sam2Processor": ".transformers_api.image",
-    "Sam2ImageSegmentationOutput": ".transformers_api.image",
+    "Sam2ImageSegmentationOutput": ".transformers_api.image", "EdgeTamModel": ".transformers_api.image",
     "Sam2VideoModel": ".transformers_api.video_model", "Sam2VideoSegmentationOutput": ".transformers_api.video_model",
     "Sam2VideoProcessor": ".transformers_api.video_processor",
     "Sam2VideoVideoProcessor": ".transformers_api.video_frames",
@@ -29,5 +31,7 @@ def __getattr__(name):
 
 
 _CONFIGS = ["Sam2Config", "Sam2HieraDetConfig", "Sam2VisionConfig", "Sam2PromptEncoderConfig", "Sam2MaskDecoderConfig",
-            "Sam2VideoConfig", "Sam2VideoPromptEncoderConfig", "Sam2VideoMaskDecoderConfig"]
+            "Sam2VideoConfig", "Sam2VideoPromptEncoderConfig", "Sam2VideoMaskDecoderConfig", "EdgeTamConfig",
+            "EdgeTamVisionConfig", "EdgeTamPromptEncoderConfig", "EdgeTamMaskDecoderConfig", "EdgeTamVideoConfig",
+            "EdgeTamVideoPromptEncoderConfig", "EdgeTamVideoMaskDecoderConfig"]
 __all__ = [*_HOMES, *_CONFIGS, "PRESETS", "small_config", "__version__"]

@@ -1,8 +1,11 @@
-"""Frozen, hashable configs for SAM 2 / SAM 2.1 under transformers' names, read from and written to config.json.
+"""Frozen, hashable configs for SAM 2 / SAM 2.1 and EdgeTAM under transformers' names, read from and written to
+config.json.
 
 The classes are transformers' own (`Sam2HieraDetConfig`, `Sam2VisionConfig`, `Sam2PromptEncoderConfig`,
 `Sam2MaskDecoderConfig`, `Sam2Config` for the image model; `Sam2VideoPromptEncoderConfig`,
-`Sam2VideoMaskDecoderConfig`, `Sam2VideoConfig` for the video model), with the same constructor arguments and
+`Sam2VideoMaskDecoderConfig`, `Sam2VideoConfig` for the video model; EdgeTAM's `EdgeTamVisionConfig`,
+`EdgeTamPromptEncoderConfig`, `EdgeTamMaskDecoderConfig`, `EdgeTamConfig`, `EdgeTamVideoPromptEncoderConfig`,
+`EdgeTamVideoMaskDecoderConfig`, `EdgeTamVideoConfig`), with the same constructor arguments and
 defaults: sub-configs may be given as dicts or as instances, lists become tuples. Unlike transformers' they
 are frozen dataclasses (change one with `replace`), because they are passed to `jax.jit` as static arguments.
 `to_dict`, `from_dict`, `to_json_string`, `save_pretrained` and `from_pretrained` read and write the same
@@ -19,7 +22,12 @@ from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 _SUPPORTED_ACTIVATIONS = {"hidden_act": "gelu", "memory_attention_feed_forward_hidden_act": "relu",
-                          "mask_downsampler_hidden_act": "gelu", "memory_fuser_hidden_act": "gelu"}
+                          "memory_attention_mlp_hidden_act": "relu", "mask_downsampler_hidden_act": "gelu",
+                          "memory_fuser_hidden_act": "gelu"}
+# transformers' generic PreTrainedConfig keys, which these models do not use: not fields of ours (read and dropped).
+GENERIC_KEYS = frozenset({"transformers_version", "architectures", "output_hidden_states", "return_dict", "dtype",
+                          "chunk_size_feed_forward", "is_encoder_decoder", "id2label", "label2id", "problem_type",
+                          "_name_or_path", "output_attentions"})
 # Fields transformers also takes as a single int (a square), kept as (height, width) pairs.
 _PAIRS = ("image_size", "patch_kernel_size", "patch_stride", "patch_padding", "query_stride",
           "window_positional_embedding_background_size")
@@ -158,11 +166,21 @@ class ConfigMixin:
                          " (hub downloads are not supported: download it first)")
 
 
+def _family(model_type: str) -> str:
+    """The model family of a model_type: "sam2" for "sam2_video_prompt_encoder", "edgetam" for "edgetam_vision_model"."""
+    return model_type.split("_")[0]
+
+
 def _sub_config(cls, value, name):
     """A sub-config argument (None, a dict, a config with the same fields, or transformers' config object) -> an
     instance of `cls`."""
     if value is None:
         return cls()
+    given = (value.get("model_type") if isinstance(value, dict) else
+             type(value).model_type if isinstance(value, ConfigMixin) else getattr(value, "model_type", None))
+    if isinstance(given, str) and _family(given) != _family(cls.model_type):
+        raise ValueError(f"{name}: expected a {_family(cls.model_type)} sub-config ({cls.__name__}), got model_type "
+                         f"{given!r}")
     if isinstance(value, cls) and type(value) is cls:
         return value
     if isinstance(value, dict):
@@ -322,8 +340,38 @@ class Sam2Config(ConfigMixin):
 _ROPE_DEFAULT = FrozenDict(rope_theta=10000.0, rope_type="axial")
 
 
+class _MemoryRopeMixin:
+    """The memory attention's `rope_parameters` of a video config: transformers' {"rope_theta": ...,
+    "rope_type": "axial"} (read-only); `memory_attention_rope_theta` reads its theta, as in transformers."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        rope = self.rope_parameters
+        if not isinstance(rope, dict):
+            raise TypeError(f"{type(self).__name__}.rope_parameters: expected a dict like {dict(_ROPE_DEFAULT)}, "
+                            f"got {type(rope).__name__}")
+        rope = FrozenDict({**_ROPE_DEFAULT, **rope})
+        rope = FrozenDict({**rope, "rope_theta": float(rope["rope_theta"])})
+        if rope["rope_type"] != "axial":
+            raise ValueError(f"{type(self).__name__}.rope_parameters: expected rope_type 'axial', got "
+                             f"{rope['rope_type']!r}")
+        object.__setattr__(self, "rope_parameters", rope)
+
+    @classmethod
+    def _known_keys(cls, data: dict[str, Any]) -> dict[str, Any]:
+        out = super()._known_keys(data)
+        if "memory_attention_rope_theta" in data and "rope_parameters" not in data:  # older config.json files
+            out["rope_parameters"] = {"rope_theta": data["memory_attention_rope_theta"], "rope_type": "axial"}
+        return out
+
+    @property
+    def memory_attention_rope_theta(self) -> float:
+        """The memory attention's RoPE theta, `rope_parameters["rope_theta"]`."""
+        return self.rope_parameters["rope_theta"]
+
+
 @dataclass(frozen=True)
-class Sam2VideoConfig(ConfigMixin):
+class Sam2VideoConfig(_MemoryRopeMixin, ConfigMixin):
     """The video model (transformers `Sam2VideoConfig`): the image parts plus the memory settings.
 
     `rope_parameters` is transformers' {"rope_theta": ..., "rope_type": "axial"} (read-only);
@@ -376,30 +424,6 @@ class Sam2VideoConfig(ConfigMixin):
     memory_fuser_layer_scale_init_value: float = 1e-6
     memory_fuser_hidden_act: str = "gelu"
 
-    def __post_init__(self):
-        super().__post_init__()
-        rope = self.rope_parameters
-        if not isinstance(rope, dict):
-            raise TypeError(f"Sam2VideoConfig.rope_parameters: expected a dict like {dict(_ROPE_DEFAULT)}, got "
-                            f"{type(rope).__name__}")
-        rope = FrozenDict({**_ROPE_DEFAULT, **rope})
-        rope = FrozenDict({**rope, "rope_theta": float(rope["rope_theta"])})
-        if rope["rope_type"] != "axial":
-            raise ValueError(f"Sam2VideoConfig.rope_parameters: expected rope_type 'axial', got {rope['rope_type']!r}")
-        object.__setattr__(self, "rope_parameters", rope)
-
-    @classmethod
-    def _known_keys(cls, data: dict[str, Any]) -> dict[str, Any]:
-        out = super()._known_keys(data)
-        if "memory_attention_rope_theta" in data and "rope_parameters" not in data:  # older config.json files
-            out["rope_parameters"] = {"rope_theta": data["memory_attention_rope_theta"], "rope_type": "axial"}
-        return out
-
-    @property
-    def memory_attention_rope_theta(self) -> float:
-        """The memory attention's RoPE theta, `rope_parameters["rope_theta"]`."""
-        return self.rope_parameters["rope_theta"]
-
     def to_dict(self) -> dict[str, Any]:
         """The transformers config dict, with `architectures` naming the model class."""
         return {**super().to_dict(), "architectures": ["Sam2VideoModel"]}
@@ -419,25 +443,29 @@ class Sam2VideoConfig(ConfigMixin):
         return "2.1" if self.enable_temporal_pos_encoding_for_object_pointers else "2.0"
 
 
-def config_from_dict(data: dict[str, Any]) -> Sam2Config | Sam2VideoConfig:
-    """A transformers config dict as the config class of its model_type ("sam2" or "sam2_video")."""
+def config_from_dict(data: dict[str, Any]) -> Sam2Config | Sam2VideoConfig | EdgeTamConfig | EdgeTamVideoConfig:
+    """A transformers config dict as the config class of its model_type ("sam2", "sam2_video", "edgetam" or
+    "edgetam_video")."""
     model_type = data.get("model_type") if isinstance(data, dict) else None
-    classes = {"sam2": Sam2Config, "sam2_video": Sam2VideoConfig}
-    if model_type not in classes:
-        raise ValueError(f"config.model_type: expected 'sam2' or 'sam2_video', got {model_type!r}")
-    return classes[model_type].from_dict(data)
+    if model_type not in MODEL_CONFIGS:
+        raise ValueError(f"config.model_type: expected one of {', '.join(map(repr, MODEL_CONFIGS))}, got "
+                         f"{model_type!r}")
+    return MODEL_CONFIGS[model_type].from_dict(data)
 
 
 def replace(config, **changes):
-    """`dataclasses.replace`, and also between the image and the video config: `model_type="sam2"` gives the
-    image config of a video config (its image parts), `model_type="sam2_video"` the video config of an image
-    config (default memory settings)."""
+    """`dataclasses.replace`, and also between the image and the video config of one family: `model_type="sam2"`
+    (or "edgetam") gives the image config of a video config (its image parts), `model_type="sam2_video"` (or
+    "edgetam_video") the video config of an image config (default memory settings)."""
     model_type = changes.pop("model_type", None)
     if model_type is not None and model_type != config.model_type:
-        classes = {"sam2": Sam2Config, "sam2_video": Sam2VideoConfig}
-        if model_type not in classes or not isinstance(config, (Sam2Config, Sam2VideoConfig)):
-            raise ValueError(f"model_type: expected 'sam2' or 'sam2_video', got {model_type!r}")
-        config = classes[model_type](**{name: getattr(config, name) for name in (
+        own = getattr(type(config), "model_type", None)
+        if model_type not in MODEL_CONFIGS or type(config) not in MODEL_CONFIGS.values() or \
+                _family(model_type) != _family(own):
+            family = [t for t in MODEL_CONFIGS if isinstance(own, str) and _family(t) == _family(own)]
+            raise ValueError(f"model_type: expected one of {family or list(MODEL_CONFIGS)} for a "
+                             f"{type(config).__name__}, got {model_type!r}")
+        config = MODEL_CONFIGS[model_type](**{name: getattr(config, name) for name in (
             "vision_config", "prompt_encoder_config", "mask_decoder_config", "initializer_range")})
     return dataclasses.replace(config, **changes) if changes else config
 
@@ -487,6 +515,211 @@ def small_config(version: str = "2.1", image_size: int = 256) -> Sam2VideoConfig
                            enable_temporal_pos_encoding_for_object_pointers=is_21)
 
 
+# ------------------------------------------------------------------------------------------- EdgeTAM
+def _freeze(value):
+    """A JSON value with its dicts as FrozenDicts and its lists as tuples, so that it is hashable."""
+    if isinstance(value, dict):
+        return FrozenDict({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+# The timm_wrapper config that transformers writes for EdgeTAM's backbone (timm `repvit_m1`, features_only, four
+# stages), without the generic keys. transformers' own EdgeTamVisionConfig() default names "resnet50" (its default
+# sets a misspelt "archirecture"); the released checkpoints and this default name "repvit_m1".
+REPVIT_M1_BACKBONE = _freeze({
+    "model_type": "timm_wrapper", "architecture": "repvit_m1", "initializer_range": 0.02, "do_pooling": True,
+    "model_args": {"in_chans": 3, "features_only": True, "out_indices": [0, 1, 2, 3]},
+    "num_classes": 2, "label_names": ["LABEL_0", "LABEL_1"]})
+
+
+@dataclass(frozen=True)
+class EdgeTamVisionConfig(ConfigMixin):
+    """RepViT-M1 + SAM 2's FPN neck (transformers `EdgeTamVisionConfig`).
+
+    `backbone_config` is transformers' timm_wrapper config as a read-only dict (a FrozenDict; lists as tuples):
+    "architecture" must be "repvit_m1" and its "model_args" features_only with out_indices (0, 1, 2, 3), which
+    is what sam2-jax implements (`models.repvit`). Its other keys are kept as read, so that config.json goes back
+    to transformers unchanged; a transformers `TimmWrapperConfig` is taken too."""
+
+    model_type: ClassVar[str] = "edgetam_vision_model"
+    backbone_config: FrozenDict = REPVIT_M1_BACKBONE
+    backbone_channel_list: tuple[int, ...] = (384, 192, 96, 48)
+    backbone_feature_sizes: tuple[tuple[int, int], ...] = ((256, 256), (128, 128), (64, 64))
+    fpn_hidden_size: int = 256
+    fpn_kernel_size: int = 1
+    fpn_stride: int = 1
+    fpn_padding: int = 0
+    fpn_top_down_levels: tuple[int, ...] = (2, 3)
+    num_feature_levels: int = 3
+    hidden_act: str = "gelu"
+    layer_norm_eps: float = 1e-6
+    initializer_range: float = 0.02
+
+    def __post_init__(self):
+        super().__post_init__()
+        backbone = self.backbone_config
+        name = f"{type(self).__name__}.backbone_config"
+        if not isinstance(backbone, dict) and callable(getattr(backbone, "to_dict", None)):  # transformers' config
+            backbone = backbone.to_dict()
+        if not isinstance(backbone, dict):
+            raise TypeError(f"{name}: expected a timm_wrapper config dict, got {type(backbone).__name__}")
+        backbone = _freeze({k: v for k, v in backbone.items() if k not in GENERIC_KEYS})
+        if backbone.get("model_type", "timm_wrapper") != "timm_wrapper":
+            raise ValueError(f"{name}: expected model_type 'timm_wrapper', got {backbone['model_type']!r}")
+        if backbone.get("architecture") != "repvit_m1":
+            raise ValueError(f"{name}: expected architecture 'repvit_m1' (the backbone sam2-jax implements), got "
+                             f"{backbone.get('architecture')!r}")
+        args = backbone.get("model_args") or FrozenDict()
+        if not args.get("features_only") or tuple(args.get("out_indices", (0, 1, 2, 3))) != (0, 1, 2, 3) or \
+                args.get("in_chans", 3) != 3:
+            raise ValueError(f"{name}: expected model_args with features_only=True, out_indices [0, 1, 2, 3] and "
+                             f"in_chans 3, got {_jsonable(dict(args))}")
+        object.__setattr__(self, "backbone_config", FrozenDict({"model_type": "timm_wrapper", **backbone}))
+
+
+@dataclass(frozen=True)
+class EdgeTamPromptEncoderConfig(Sam2PromptEncoderConfig):
+    """EdgeTAM's prompt encoder (transformers `EdgeTamPromptEncoderConfig`): SAM 2's fields."""
+
+    model_type: ClassVar[str] = "edgetam_prompt_encoder"
+
+
+@dataclass(frozen=True)
+class EdgeTamMaskDecoderConfig(Sam2MaskDecoderConfig):
+    """EdgeTAM's mask decoder (transformers `EdgeTamMaskDecoderConfig`): SAM 2's fields."""
+
+    model_type: ClassVar[str] = "edgetam_mask_decoder"
+
+
+@dataclass(frozen=True)
+class EdgeTamVideoPromptEncoderConfig(Sam2PromptEncoderConfig):
+    """EdgeTAM video's prompt encoder (transformers `EdgeTamVideoPromptEncoderConfig`): SAM 2's fields."""
+
+    model_type: ClassVar[str] = "edgetam_video_prompt_encoder"
+
+
+@dataclass(frozen=True)
+class EdgeTamVideoMaskDecoderConfig(Sam2MaskDecoderConfig):
+    """EdgeTAM video's mask decoder (transformers `EdgeTamVideoMaskDecoderConfig`): SAM 2's fields."""
+
+    model_type: ClassVar[str] = "edgetam_video_mask_decoder"
+
+
+@dataclass(frozen=True)
+class EdgeTamConfig(Sam2Config):
+    """The EdgeTAM image model (transformers `EdgeTamConfig`): SAM 2's image model with the RepViT vision
+    encoder. A Sam2Config, so that everything taking the SAM 2 image config takes it; the config type chooses the
+    encoder. `from_dict` also reads a video config (its image parts), as transformers' `EdgeTamModel` loads a
+    video checkpoint."""
+
+    model_type: ClassVar[str] = "edgetam"
+    accepted_model_types: ClassVar[tuple[str, ...]] = ("edgetam", "edgetam_video")
+    sub_configs: ClassVar[dict[str, type]] = {"vision_config": EdgeTamVisionConfig,
+                                              "prompt_encoder_config": EdgeTamPromptEncoderConfig,
+                                              "mask_decoder_config": EdgeTamMaskDecoderConfig}
+    vision_config: EdgeTamVisionConfig = None
+    prompt_encoder_config: EdgeTamPromptEncoderConfig = None
+    mask_decoder_config: EdgeTamMaskDecoderConfig = None
+    initializer_range: float = 0.02
+
+    def to_dict(self) -> dict[str, Any]:
+        """The transformers config dict, with `architectures` naming the model class."""
+        return {**ConfigMixin.to_dict(self), "architectures": ["EdgeTamModel"]}
+
+    @property
+    def version(self) -> str:
+        """'edgetam'."""
+        return "edgetam"
+
+
+@dataclass(frozen=True)
+class EdgeTamVideoConfig(_MemoryRopeMixin, ConfigMixin):
+    """The EdgeTAM video model (transformers `EdgeTamVideoConfig`): the image parts, SAM 2's memory encoder, the
+    spatial perceiver resampler and EdgeTAM's memory attention. The vision config defaults to EdgeTAM's
+    (transformers' default names SAM 2's Hiera vision config)."""
+
+    model_type: ClassVar[str] = "edgetam_video"
+    accepted_model_types: ClassVar[tuple[str, ...]] = ("edgetam_video", "edgetam")
+    sub_configs: ClassVar[dict[str, type]] = {"vision_config": EdgeTamVisionConfig,
+                                              "prompt_encoder_config": EdgeTamVideoPromptEncoderConfig,
+                                              "mask_decoder_config": EdgeTamVideoMaskDecoderConfig}
+    vision_config: EdgeTamVisionConfig = None
+    prompt_encoder_config: EdgeTamVideoPromptEncoderConfig = None
+    mask_decoder_config: EdgeTamVideoMaskDecoderConfig = None
+    initializer_range: float = 0.02
+    num_maskmem: int = 7
+    image_size: int = 1024
+    sigmoid_scale_for_mem_enc: float = 20.0
+    sigmoid_bias_for_mem_enc: float = -10.0
+    enable_occlusion_spatial_embedding: bool = True
+    multimask_output_in_sam: bool = True
+    multimask_min_pt_num: int = 0
+    multimask_max_pt_num: int = 1
+    multimask_output_for_tracking: bool = True
+    max_object_pointers_in_encoder: int = 16
+    max_cond_frame_num: int = -1
+    enable_temporal_pos_encoding_for_object_pointers: bool = True
+    memory_attention_hidden_size: int = 256
+    memory_attention_num_layers: int = 2
+    memory_attention_num_attention_heads: int = 1
+    memory_attention_downsample_rate: int = 1
+    memory_attention_mlp_hidden_size: int = 2048
+    memory_attention_mlp_hidden_act: str = "relu"
+    memory_attention_dropout: float = 0.1
+    memory_attention_rope_feat_sizes: tuple[int, int] = (64, 64)
+    memory_attention_rope_k_sizes: tuple[int, int] = (16, 16)
+    memory_attention_rope_dropout: float = 0.1
+    rope_parameters: FrozenDict = _ROPE_DEFAULT
+    perceiver_resampler_num_latents: int = 256
+    perceiver_resampler_num_latents_2d: int = 256
+    perceiver_resampler_hidden_size: int = 64
+    perceiver_resampler_mlp_intermediate_size: int = 256
+    perceiver_resampler_num_attention_heads: int = 1
+    perceiver_resampler_attention_head_dim: int = 64
+    perceiver_resampler_num_layers: int = 2
+    perceiver_resampler_hidden_dropout: float = 0.0
+    perceiver_resampler_attention_dropout: float = 0.0
+    memory_encoder_hidden_size: int = 256
+    memory_encoder_output_channels: int = 64
+    mask_downsampler_embed_dim: int = 256
+    memory_fuser_intermediate_dim: int = 1024
+    mask_downsampler_kernel_size: int = 3
+    mask_downsampler_stride: int = 2
+    mask_downsampler_padding: int = 1
+    mask_downsampler_total_stride: int = 16
+    mask_downsampler_hidden_act: str = "gelu"
+    memory_fuser_num_layers: int = 2
+    memory_fuser_embed_dim: int = 256
+    memory_fuser_kernel_size: int = 7
+    memory_fuser_padding: int = 3
+    memory_fuser_layer_scale_init_value: float = 1e-6
+    memory_fuser_hidden_act: str = "gelu"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The transformers config dict, with `architectures` naming the model class."""
+        return {**super().to_dict(), "architectures": ["EdgeTamVideoModel"]}
+
+    @property
+    def version(self) -> str:
+        """'edgetam'."""
+        return "edgetam"
+
+
+def edgetam_small_config(image_size: int = 256) -> EdgeTamConfig:
+    """The EdgeTAM image config at `image_size` px (a multiple of 64), with the matching backbone_feature_sizes:
+    RepViT-M1 is the same at every size; for tests and demos."""
+    s = image_size // 4
+    vision = EdgeTamVisionConfig(backbone_feature_sizes=((s, s), (s // 2, s // 2), (s // 4, s // 4)))
+    return EdgeTamConfig(vision_config=vision, prompt_encoder_config={"image_size": image_size})
+
+
+# Each transformers model_type and its config class.
+MODEL_CONFIGS: dict[str, type] = {"sam2": Sam2Config, "sam2_video": Sam2VideoConfig, "edgetam": EdgeTamConfig,
+                                  "edgetam_video": EdgeTamVideoConfig}
+
+
 # The names before transformers' (kept for the code that uses them).
 HieraConfig = Sam2HieraDetConfig
 VisionConfig = Sam2VisionConfig
@@ -496,4 +729,7 @@ MaskDecoderConfig = Sam2MaskDecoderConfig
 __all__ = ["Sam2HieraDetConfig", "Sam2VisionConfig", "Sam2PromptEncoderConfig", "Sam2MaskDecoderConfig",
            "Sam2VideoPromptEncoderConfig", "Sam2VideoMaskDecoderConfig", "Sam2Config", "Sam2VideoConfig",
            "FrozenDict", "config_from_dict", "PRESETS", "small_config", "replace", "HieraConfig", "VisionConfig",
-           "PromptEncoderConfig", "MaskDecoderConfig"]
+           "PromptEncoderConfig", "MaskDecoderConfig", "EdgeTamVisionConfig", "EdgeTamPromptEncoderConfig",
+           "EdgeTamMaskDecoderConfig", "EdgeTamConfig", "EdgeTamVideoPromptEncoderConfig",
+           "EdgeTamVideoMaskDecoderConfig", "EdgeTamVideoConfig", "edgetam_small_config", "MODEL_CONFIGS",
+           "GENERIC_KEYS", "REPVIT_M1_BACKBONE"]

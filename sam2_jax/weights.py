@@ -5,6 +5,11 @@ A Flax param path joined with '.' is the transformers key, after these fixed rul
 - `scale` (LayerNorm) and `embedding` (nn.Embed) <-> `weight`, same layout.
 Every exception to the rules is in `_KEEP_NAME`. Loading is strict: missing, unexpected and mis-shaped
 tensors are all reported in one error.
+
+BatchNorm (EdgeTAM's RepViT): `scale` <-> `weight` as LayerNorm's; `running_mean` and `running_var` are params
+under their own names. torch's `num_batches_tracked` counter (a training statistic that inference never reads) is
+no param: reading accepts it beside each `running_mean`, and writing gives each BatchNorm one, 0 as a new
+torch module has.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from .config import Sam2Config, Sam2VideoConfig, config_from_dict
+
+_RUNNING_MEAN = "running_mean"
+_BATCHES_TRACKED = "num_batches_tracked"
 
 # Flax leaves that keep their own name (and layout) in transformers, against the rules above.
 _KEEP_NAME = (
@@ -61,6 +69,8 @@ def params_to_state_dict(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
     for path, value in flatten_dict(dict(params)).items():
         key, array = _to_torch(path, np.asarray(value))
         out[key] = np.ascontiguousarray(array)
+        if path[-1] == _RUNNING_MEAN:  # a BatchNorm: torch's counter beside its statistics
+            out[key[: -len(_RUNNING_MEAN)] + _BATCHES_TRACKED] = np.zeros((), np.int64)
     return out
 
 
@@ -87,7 +97,9 @@ def state_dict_to_params(state_dict: Mapping[str, np.ndarray], abstract_params: 
             misshaped.append(f"{key}: expected {_torch_shape(path, leaf.shape)}, got {tuple(state_dict[key].shape)}")
             continue
         params[path] = value.astype(leaf.dtype)
-    unexpected = [k for k in state_dict if k not in expected and not any(p.match(k) for p in ignore_res)]
+    counters = {k[: -len(_RUNNING_MEAN)] + _BATCHES_TRACKED for k in expected if k.endswith("." + _RUNNING_MEAN)}
+    unexpected = [k for k in state_dict if k not in expected and k not in counters
+                  and not any(p.match(k) for p in ignore_res)]
     if missing or unexpected or misshaped:
         lines = []
         for title, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
@@ -99,8 +111,9 @@ def state_dict_to_params(state_dict: Mapping[str, np.ndarray], abstract_params: 
 
 def random_params(abstract_params: Mapping[str, Any], seed: int = 0) -> dict[str, Any]:
     """Random weights shaped like `abstract_params`, without tracing the model's init (which takes a minute
-    to compile at full size): LeCun-normal kernels, zero biases, unit LayerNorm scales, N(0, 1) Fourier
-    matrices and N(0, 0.02) for every other tensor (tokens, embeddings, position embeddings)."""
+    to compile at full size): LeCun-normal kernels, zero biases, unit LayerNorm and BatchNorm scales, BatchNorm
+    variances U(0.5, 1.5), N(0, 1) Fourier matrices and N(0, 0.02) for every other tensor (tokens, embeddings,
+    position embeddings, BatchNorm means)."""
     rng = np.random.default_rng(seed)
     out = {}
     for path, leaf in flatten_dict(dict(abstract_params)).items():
@@ -113,6 +126,8 @@ def random_params(abstract_params: Mapping[str, Any], seed: int = 0) -> dict[str
             value = np.ones(shape)
         elif name == "positional_embedding":
             value = rng.standard_normal(shape)
+        elif name == "running_var":  # a BatchNorm's variance: positive
+            value = rng.uniform(0.5, 1.5, shape)
         else:
             value = 0.02 * rng.standard_normal(shape)
         out[path] = value.astype(leaf.dtype)
@@ -121,7 +136,7 @@ def random_params(abstract_params: Mapping[str, Any], seed: int = 0) -> dict[str
 
 # transformers' `_init_weights` for SAM 2: tensors it sets to zero (besides biases), by key.
 _ZERO_INIT = re.compile(r"(^|\.)(no_memory_embedding|no_memory_positional_encoding|memory_temporal_positional_encoding|"
-                        r"no_object_pointer|occlusion_spatial_embedding_parameter|pos_embed|pos_embed_window|bias)$"
+                        r"no_object_pointer|occlusion_spatial_embedding_parameter|pos_embed|pos_embed_window|bias|running_mean)$"
                         r"|memory_fuser\.layers\.\d+\.scale$")
 
 
@@ -131,7 +146,8 @@ def init_params(abstract_params: Mapping[str, Any], initializer_range: float = 0
     N(0, initializer_range) weights (linear, conv, embeddings, tokens), zero biases, LayerNorms at one and zero,
     N(0, positional_scale) for the random Fourier matrices, and zeros for the tensors transformers zeroes
     (position embeddings, no-memory and no-pointer tokens, temporal and occlusion embeddings, memory fuser
-    layer scales). Only the random draws differ from torch's."""
+    layer scales); BatchNorms (EdgeTAM) at weight 1, bias 0, running mean 0 and variance 1. Only the random
+    draws differ from torch's."""
     rng = np.random.default_rng(seed)
     out = {}
     for path, leaf in sorted(flatten_dict(dict(abstract_params)).items()):
@@ -139,7 +155,7 @@ def init_params(abstract_params: Mapping[str, Any], initializer_range: float = 0
         key, _ = _to_torch(path, np.zeros((0,) * len(shape)))
         if _ZERO_INIT.search(key):
             value = np.zeros(shape)
-        elif path[-1] == "scale":  # a LayerNorm (layer scales matched _ZERO_INIT above)
+        elif path[-1] in ("scale", "running_var"):  # a LayerNorm or BatchNorm (layer scales matched _ZERO_INIT)
             value = np.ones(shape)
         elif path[-1] == "positional_embedding":
             value = positional_scale * rng.standard_normal(shape)
@@ -203,7 +219,8 @@ def read_state_dict(folder: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 def read_config(folder: str | os.PathLike) -> Sam2Config | Sam2VideoConfig:
-    """The config of a checkpoint folder (its config.json): a Sam2Config or a Sam2VideoConfig by model_type."""
+    """The config of a checkpoint folder (its config.json), of the class its model_type names
+    (`config.MODEL_CONFIGS`: Sam2Config, Sam2VideoConfig, EdgeTamConfig or EdgeTamVideoConfig)."""
     path = os.path.join(os.fspath(folder), CONFIG_NAME)
     if not os.path.isfile(path):
         raise ValueError(f"pretrained_model_name_or_path: expected a folder with {CONFIG_NAME}, got "
@@ -222,6 +239,6 @@ def save_checkpoint(folder: str | os.PathLike, params: Mapping[str, Any], config
 
     os.makedirs(folder, exist_ok=True)
     config.to_json_file(os.path.join(folder, CONFIG_NAME))
-    state_dict = {k: v.astype(np.float32) if v.dtype != np.float32 else v
+    state_dict = {k: v.astype(np.float32) if np.issubdtype(v.dtype, np.floating) and v.dtype != np.float32 else v
                   for k, v in params_to_state_dict(params).items()}
     save_file(state_dict, os.path.join(folder, WEIGHTS_NAME), metadata={"format": "pt"})

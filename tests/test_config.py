@@ -8,9 +8,10 @@ import torch
 import transformers
 
 import sam2_jax
-from sam2_jax.config import (PRESETS, FrozenDict, Sam2Config, Sam2HieraDetConfig, Sam2MaskDecoderConfig,
+from sam2_jax import weights
+from sam2_jax.config import (PRESETS, EdgeTamConfig, EdgeTamVideoConfig, EdgeTamVisionConfig, FrozenDict, Sam2Config, Sam2HieraDetConfig, Sam2MaskDecoderConfig,
                              Sam2PromptEncoderConfig, Sam2VideoConfig, Sam2VideoMaskDecoderConfig,
-                             Sam2VideoPromptEncoderConfig, Sam2VisionConfig, replace, small_config)
+                             Sam2VideoPromptEncoderConfig, Sam2VisionConfig, config_from_dict, replace, small_config)
 from reference import hf_config
 
 # transformers' generic PreTrainedConfig keys, which SAM 2 does not use: not fields of ours.
@@ -143,3 +144,89 @@ def test_configs_are_frozen_hashable_static_args():
     with pytest.raises(TypeError, match="read-only"):
         small_config().rope_parameters["rope_theta"] = 1.0
     assert isinstance(small_config().rope_parameters, FrozenDict)
+
+
+# ------------------------------------------------------------------------------------------- EdgeTAM
+EDGETAM_CLASSES = ["EdgeTamPromptEncoderConfig", "EdgeTamMaskDecoderConfig", "EdgeTamVideoPromptEncoderConfig",
+                   "EdgeTamVideoMaskDecoderConfig"]
+
+
+def _hf_repvit_vision(**kwargs):
+    """transformers' EdgeTamVisionConfig with the RepViT-M1 backbone (its bare default names resnet50)."""
+    backbone = transformers.TimmWrapperConfig(architecture="repvit_m1", model_args={
+        "in_chans": 3, "features_only": True, "out_indices": [0, 1, 2, 3]})
+    return transformers.EdgeTamVisionConfig(backbone_config=backbone, **kwargs)
+
+
+@pytest.mark.parametrize("name", EDGETAM_CLASSES)
+def test_edgetam_sub_config_defaults_match_transformers(name):
+    ours, theirs = getattr(sam2_jax, name)(), getattr(transformers, name)()
+    assert _specific(ours.to_dict()) == _specific(theirs.to_dict())
+
+
+def test_edgetam_defaults_match_transformers_with_repvit():
+    vision = _hf_repvit_vision()
+    assert _specific(EdgeTamVisionConfig().to_dict()) == _specific(vision.to_dict())
+    assert _specific(EdgeTamConfig().to_dict()) == _specific(transformers.EdgeTamConfig(vision_config=vision).to_dict())
+    theirs = transformers.EdgeTamVideoConfig(vision_config=vision)
+    assert _specific(EdgeTamVideoConfig().to_dict()) == _specific(theirs.to_dict())
+    assert EdgeTamVideoConfig().memory_attention_num_layers == 2
+    assert EdgeTamVideoConfig().memory_attention_rope_k_sizes == (16, 16)
+
+
+def test_edgetam_config_json_both_ways(tmp_path):
+    vision = _hf_repvit_vision(backbone_feature_sizes=[[128, 128], [64, 64], [32, 32]], fpn_hidden_size=128)
+    theirs = transformers.EdgeTamVideoConfig(
+        vision_config=vision, prompt_encoder_config={"image_size": 512}, image_size=512, num_maskmem=5,
+        memory_attention_num_layers=3, memory_attention_mlp_hidden_size=1024, memory_attention_rope_k_sizes=[8, 8],
+        memory_attention_rope_feat_sizes=[32, 32], perceiver_resampler_num_latents=128,
+        perceiver_resampler_num_latents_2d=64, perceiver_resampler_num_layers=1, rope_parameters={"rope_theta": 500.0})
+    theirs.save_pretrained(tmp_path / "theirs")  # transformers -> ours, every field
+    ours = EdgeTamVideoConfig.from_pretrained(tmp_path / "theirs")
+    assert _specific(ours.to_dict()) == _specific(theirs.to_dict())
+    assert ours.memory_attention_rope_k_sizes == (8, 8) and ours.memory_attention_rope_theta == 500.0
+    assert isinstance(weights.read_config(tmp_path / "theirs"), EdgeTamVideoConfig)
+    ours.save_pretrained(tmp_path / "ours")  # ours -> transformers -> ours
+    back = transformers.EdgeTamVideoConfig.from_pretrained(tmp_path / "ours")
+    assert _specific(back.to_dict()) == _specific(theirs.to_dict())
+    assert back.vision_config.backbone_config.architecture == "repvit_m1"
+    assert EdgeTamVideoConfig.from_pretrained(tmp_path / "ours") == ours
+    image = replace(ours, model_type="edgetam")
+    assert isinstance(image, EdgeTamConfig) and image == EdgeTamConfig.from_dict(ours.to_dict())
+    image.save_pretrained(tmp_path / "image")
+    theirs_image = transformers.EdgeTamConfig.from_pretrained(tmp_path / "image")
+    assert _specific(theirs_image.to_dict()) == _specific(image.to_dict())
+    assert config_from_dict(image.to_dict()) == image and hash(image) == hash(EdgeTamConfig.from_dict(image.to_dict()))
+
+
+def test_edgetam_backbone_config_is_read_only():
+    backbone = EdgeTamVisionConfig().backbone_config
+    assert isinstance(backbone, FrozenDict) and backbone["model_args"]["out_indices"] == (0, 1, 2, 3)
+    with pytest.raises(TypeError, match="read-only"):
+        backbone["architecture"] = "repvit_m2"
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"vision_config": {"backbone_config": {"architecture": "resnet50"}}}, "architecture 'repvit_m1'"),
+    ({"vision_config": {"backbone_config": {"architecture": "repvit_m1", "model_args": {"features_only": True,
+                                                                                     "out_indices": [1, 2]}}}},
+     "out_indices"),
+    ({"vision_config": {"model_type": "sam2_vision_model"}}, "expected a edgetam sub-config"),
+])
+def test_bad_edgetam_configs(bad, match):
+    with pytest.raises(ValueError, match=match):
+        EdgeTamConfig.from_dict(bad)
+
+
+def test_transformers_default_edgetam_config_names_resnet50():
+    # transformers' EdgeTamConfig() builds resnet50 (its default misspells "architecture"): refused by name.
+    with pytest.raises(ValueError, match="got 'resnet50'"):
+        EdgeTamConfig.from_dict(transformers.EdgeTamConfig().to_dict())
+
+
+def test_families_do_not_mix():
+    with pytest.raises(ValueError, match="model_type"):
+        replace(EdgeTamConfig(), model_type="sam2")
+    with pytest.raises(ValueError, match="model_type"):
+        Sam2Config.from_dict(EdgeTamConfig().to_dict())
+    assert isinstance(config_from_dict(EdgeTamVideoConfig().to_dict()), EdgeTamVideoConfig)

@@ -64,7 +64,7 @@ def test_config_dtype_device_to(video_model):
         model.to(dtype=jnp.int32)
     with pytest.raises(ValueError, match="device: no JAX device"):
         model.to("nowhere")
-    with pytest.raises(TypeError, match="config: expected a Sam2Config or Sam2VideoConfig"):
+    with pytest.raises(TypeError, match="config: expected a Sam2Config, Sam2VideoConfig"):
         Sam2VideoModel({"num_maskmem": 5})
 
 

@@ -189,11 +189,17 @@ class VisionEncoder(nn.Module):
     @nn.compact
     def __call__(self, pixel_values) -> dict:
         stages = HieraBackbone(self.config.backbone_config, name="backbone")(pixel_values)
-        features, encodings = VisionNeck(self.config, name="neck")(stages)
-        k = self.config.num_feature_levels
-        return {
-            "fpn_hidden_states": features[-k:][::-1],
-            "fpn_position_encoding": encodings[-k:][::-1],
-            "intermediate_hidden_states": stages,
-            "last_hidden_state": stages[-1],
-        }
+        return encoder_outputs(self.config, stages, VisionNeck(self.config, name="neck")(stages))
+
+
+def encoder_outputs(config, stages: tuple, neck_outputs: tuple[tuple, tuple]) -> dict:
+    """The vision encoder's output dict (see `VisionEncoder`) from the backbone's stage outputs and the neck's
+    levels and encodings: the last `config.num_feature_levels` of them, high -> low resolution."""
+    features, encodings = neck_outputs
+    k = config.num_feature_levels
+    return {
+        "fpn_hidden_states": features[-k:][::-1],
+        "fpn_position_encoding": encodings[-k:][::-1],
+        "intermediate_hidden_states": stages,
+        "last_hidden_state": stages[-1],
+    }

@@ -1,4 +1,6 @@
-"""The SAM 2 image model (transformers `Sam2Model`): vision encoder, prompt encoder and mask decoder.
+"""The SAM 2 image model (transformers `Sam2Model`): vision encoder, prompt encoder and mask decoder. The
+EdgeTAM image model (transformers `EdgeTamModel`) is the same module with RepViT's vision encoder, chosen by
+the config (`edgetam.vision_encoder`).
 
 Top-level names mirror transformers: `vision_encoder`, `prompt_encoder`, `mask_decoder`,
 `shared_image_embedding`, `no_memory_embedding`. Shapes: B images, P prompts (objects) per image,
@@ -12,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..config import Sam2Config
-from .hiera import VisionEncoder
+from .edgetam import vision_encoder
 from .layers import FourierPositionEmbedding, resize_bilinear
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
@@ -25,7 +27,7 @@ class Sam2ImageModule(nn.Module):
 
     def setup(self):
         cfg = self.config
-        self.vision_encoder = VisionEncoder(cfg.vision_config)
+        self.vision_encoder = vision_encoder(cfg.vision_config)
         self.prompt_encoder = PromptEncoder(cfg.prompt_encoder_config)
         self.mask_decoder = MaskDecoder(cfg.mask_decoder_config)
         self.shared_image_embedding = FourierPositionEmbedding(

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import processing, runtime, weights
-from ..config import Sam2Config, Sam2VideoConfig, replace
+from ..config import EdgeTamConfig, EdgeTamVideoConfig, EdgeTamVisionConfig, Sam2Config, Sam2VideoConfig, replace
 from ..models.sam2 import Sam2ImageModule
 from ..tracking.tracker import prompt_bucket
 from .devices import jax_device
@@ -25,7 +25,8 @@ from .devices import jax_device
 # Keys of a video checkpoint that the image model does not use (transformers ignores the same ones).
 VIDEO_ONLY_KEYS = (r"^memory_.*", r"^mask_downsample\..*", r"^object_pointer_proj\..*",
                    r"^temporal_positional_encoding_projection_layer\..*", r"^no_memory_positional_encoding$",
-                   r"^no_object_pointer$", r"^occlusion_spatial_embedding_parameter$")
+                   r"^no_object_pointer$", r"^occlusion_spatial_embedding_parameter$",
+                   r"^spatial_perceiver\..*")  # EdgeTAM's perceiver resampler
 
 
 class ModelOutput:
@@ -80,23 +81,30 @@ class PretrainedModel:
     module_class: type  # the flax module
     model_type: str  # the transformers model_type written by save_pretrained
     accepted_model_types: tuple[str, ...]  # checkpoints from_pretrained reads
+    edgetam_accepted_model_types: tuple[str, ...] = ()  # and the EdgeTAM ones
     ignored_keys: tuple[str, ...] = ()  # checkpoint tensors the module does not use (regexes)
+    edgetam_model_type: str | None = None  # the model_type it takes an EdgeTAM config as, if it takes them
 
     @classmethod
     def abstract_params(cls, config: Sam2Config | Sam2VideoConfig):
         """Param shapes for `config` (nothing is allocated)."""
         config = cls._own_config(config)
-        size = config.vision_config.backbone_config.image_size
+        size = input_size(config)
         module = cls.module_class(config)
         return jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), jnp.zeros((1, *size, 3))))["params"]
 
     @classmethod
     def _own_config(cls, config) -> Sam2Config | Sam2VideoConfig:
         """`config` as this model's config class (the image parts of a video config, for the image model)."""
-        if not isinstance(config, (Sam2Config, Sam2VideoConfig)):
-            raise TypeError(f"config: expected a Sam2Config or Sam2VideoConfig (sam2_jax.config), got "
-                            f"{type(config).__name__}")
-        return replace(config, model_type=cls.model_type)
+        if not isinstance(config, (Sam2Config, Sam2VideoConfig, EdgeTamVideoConfig)):
+            raise TypeError(f"config: expected a Sam2Config, Sam2VideoConfig, EdgeTamConfig or EdgeTamVideoConfig "
+                            f"(sam2_jax.config), got {type(config).__name__}")
+        edgetam = isinstance(config, (EdgeTamConfig, EdgeTamVideoConfig))
+        target = cls.edgetam_model_type if edgetam else cls.model_type
+        if target is None or (not edgetam and cls.edgetam_model_type == cls.model_type):
+            raise ValueError(f"config: {cls.__name__} takes {'SAM 2' if edgetam else 'EdgeTAM'} configs, got a "
+                             f"{type(config).__name__}")
+        return replace(config, model_type=target)
 
     @classmethod
     def init_params(cls, config: Sam2Config | Sam2VideoConfig, seed: int = 0) -> dict[str, Any]:
@@ -119,9 +127,10 @@ class PretrainedModel:
         tensor must fit the config."""
         folder = weights.checkpoint_folder(pretrained_model_name_or_path)
         config = weights.read_config(folder)
-        if config.model_type not in cls.accepted_model_types:
+        if config.model_type not in cls.accepted_model_types + cls.edgetam_accepted_model_types:
             raise ValueError(f"pretrained_model_name_or_path: expected a checkpoint of model_type "
-                             f"{' or '.join(map(repr, cls.accepted_model_types))}, got {config.model_type!r}")
+                             f"{' or '.join(map(repr, cls.accepted_model_types + cls.edgetam_accepted_model_types))}, got "
+                             f"{config.model_type!r}")
         params = weights.state_dict_to_params(weights.read_state_dict(folder), cls.abstract_params(config),
                                               ignore=cls.ignored_keys)
         return cls(config, params, dtype)
@@ -163,11 +172,16 @@ class PretrainedModel:
 
 class Sam2Model(PretrainedModel):
     """SAM 2 image segmentation, mirroring transformers `Sam2Model` (weights from a transformers folder;
-    a video checkpoint works too, its memory tensors are ignored as transformers ignores them)."""
+    a video checkpoint works too, its memory tensors are ignored as transformers ignores them).
+
+    An EdgeTAM config or checkpoint (model_type "edgetam" or "edgetam_video") gives the EdgeTAM image model:
+    the same module with RepViT's vision encoder (see `EdgeTamModel`)."""
 
     module_class = Sam2ImageModule
     model_type = "sam2"
     accepted_model_types = ("sam2", "sam2_video")
+    edgetam_model_type = "edgetam"
+    edgetam_accepted_model_types = ("edgetam", "edgetam_video")
     ignored_keys = VIDEO_ONLY_KEYS
 
     def __init__(self, config: Sam2Config, params: dict[str, Any] | None = None, dtype=jnp.float32, seed: int = 0):
@@ -219,7 +233,7 @@ class Sam2Model(PretrainedModel):
 
     def _check_pixel_values(self, pixel_values):
         shape = tuple(np.shape(pixel_values))
-        size = tuple(self.config.vision_config.backbone_config.image_size)
+        size = input_size(self.config)
         if len(shape) == 4 and shape[1] == 3 and shape[2:] != size:
             raise ValueError(f"pixel_values: the model takes {size[0]}x{size[1]} px images, got {shape[2]}x{shape[3]} "
                              f"(shape {shape}); make the processor with Sam2Processor.from_pretrained(<the model's "
@@ -312,6 +326,23 @@ class Sam2Model(PretrainedModel):
         if masks.dtype == bool:
             masks = masks.astype(self.dtype)
         return jnp.transpose(masks, (0, 2, 3, 1))
+
+
+class EdgeTamModel(Sam2Model):
+    """EdgeTAM image segmentation, mirroring transformers `EdgeTamModel`: `Sam2Model` restricted to EdgeTAM
+    configs and checkpoints (model_type "edgetam", or "edgetam_video" whose video tensors are ignored)."""
+
+    model_type = "edgetam"
+    accepted_model_types = ()
+
+
+def input_size(config) -> tuple[int, int]:
+    """The (height, width) in pixels that the vision encoder of `config` takes: Hiera's image_size for SAM 2, the
+    prompt encoder's (the model's) image size for EdgeTAM, whose RepViT takes any multiple of 32."""
+    if isinstance(config.vision_config, EdgeTamVisionConfig):
+        size = config.prompt_encoder_config.image_size
+        return (size, size)
+    return tuple(config.vision_config.backbone_config.image_size)
 
 
 # transformers' processor files: the image processor's, the video processor's, and (transformers 5) both nested.
