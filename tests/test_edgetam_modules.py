@@ -27,7 +27,9 @@ MEM = 64  # memory channels (`memory_encoder_output_channels`, the cross-attenti
 
 def _configs(**overrides):
     """A small transformers EdgeTamVideoConfig (16 x 16 features, 8 + 16 latents, 4 x 4 key grid) and the
-    same fields as a frozen, hashable stand-in for sam2-jax's EdgeTamVideoConfig."""
+    same fields as a frozen, hashable stand-in for sam2-jax's EdgeTamVideoConfig. Seeds torch, whose default
+    initialisation the modules built next draw from."""
+    torch.manual_seed(0)
     kwargs = dict(memory_attention_rope_feat_sizes=[16, 16], memory_attention_rope_k_sizes=[4, 4],
                   memory_attention_mlp_hidden_size=512, perceiver_resampler_num_latents=8,
                   perceiver_resampler_num_latents_2d=16, perceiver_resampler_mlp_intermediate_size=128)
@@ -240,9 +242,11 @@ def test_memory_bank_of_perceiver_latents_matches_prepare_memory_conditioned_fea
     to_ours = lambda t: jnp.asarray(to_numpy(t))  # noqa: E731
     pos_ours = jnp.asarray(to_numpy(pos_map).transpose(1, 2, 0))
     p_params = _params("spatial_perceiver", resampler, perceiver, to_ours(raw[0]).transpose(0, 2, 3, 1), pos_ours)
-    with jax.default_matmul_precision("highest"):
-        ours_memory = {t: jax.jit(resampler.apply)({"params": p_params}, to_ours(raw[t]).transpose(0, 2, 3, 1),
-                                                   pos_ours) for t in cond + non_cond}
+    frames = cond + non_cond
+    with jax.default_matmul_precision("highest"):  # all frames as one batch
+        latents, latents_pos = jax.jit(resampler.apply)(
+            {"params": p_params}, jnp.concatenate([to_ours(raw[t]) for t in frames]).transpose(0, 2, 3, 1), pos_ours)
+    ours_memory = {t: (latents[i * batch:(i + 1) * batch], latents_pos) for i, t in enumerate(frames)}
     slots = [(t, -1) for t in cond] + [(frame - off, off - 1) for off in range(mem_slots - 1, 0, -1)]
     tpos = to_numpy(temporal)[:, 0, 0]
     memory = jnp.stack([ours_memory.get(t, ours_memory[0])[0] for t, _ in slots], axis=1)  # missing: any content
@@ -266,3 +270,25 @@ def test_memory_bank_of_perceiver_latents_matches_prepare_memory_conditioned_fea
         ours = jax.jit(model.apply)({"params": params}, *args)
     assert int(memory_mask.sum()) == 8 and int(ptr_mask.sum()) == 9
     assert_close("memory-conditioned features from perceiver memories", ours, ref)
+
+
+# ------------------------------------------------------------------------------------------ weights
+def test_param_names_are_the_checkpoint_keys():
+    """The params of both modules are exactly the `spatial_perceiver.*` and `memory_attention.*` tensors of a
+    transformers `EdgeTamVideoModel` checkpoint under `weights`' fixed rules (no special rule), both ways."""
+    hf_cfg, cfg = _configs()
+    state_dict = {k: v for k, v in state_dict_numpy(randomize_(transformers.EdgeTamVideoModel(hf_cfg))).items()
+                  if k.startswith(("spatial_perceiver.", "memory_attention."))}
+    memory, seq = jnp.zeros((1, 16, 16, MEM)), jnp.zeros((1, 256, 256))
+    bank = (jnp.zeros((1, 2, 24, MEM)), jnp.zeros((1, 2, 24, MEM)), jnp.ones((1, 2), bool), jnp.zeros((1, 4, MEM)),
+            jnp.zeros((1, 4, MEM)), jnp.ones((1, 4), bool))
+    abstract = {
+        "spatial_perceiver": jax.eval_shape(PerceiverResampler(cfg).init, jax.random.PRNGKey(0), memory,
+                                            memory[0, ..., :MEM])["params"],
+        "memory_attention": jax.eval_shape(EdgeTamMemoryAttention(cfg).init, jax.random.PRNGKey(0), seq, seq,
+                                           *bank)["params"],
+    }
+    back = weights.params_to_state_dict(weights.state_dict_to_params(state_dict, abstract))
+    assert sorted(back) == sorted(state_dict)
+    for key, value in state_dict.items():
+        np.testing.assert_array_equal(back[key], value, err_msg=key)
