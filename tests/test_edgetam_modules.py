@@ -60,6 +60,10 @@ def _run_perceiver(perceiver, memory, pos_map):
     return tuple(torch.cat(parts) for parts in zip(*outs))
 
 
+def to_ours(tensor):
+    return jnp.asarray(to_numpy(tensor))
+
+
 def _bf16(tree):
     return jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.bfloat16), tree)
 
@@ -90,7 +94,7 @@ def test_perceiver_resampler_matches_reference(height, width, latents_1d, latent
     assert_close("perceiver pos", latents_pos, to_numpy(ref_pos)[0], rel=1e-6)
     assert np.all(to_numpy(ref_pos) == to_numpy(ref_pos)[:1])
 
-    latents16, pos16 = apply({"params": _bf16(params)}, _bf16(x), _bf16(x_pos))
+    latents16, _ = apply({"params": _bf16(params)}, _bf16(x), _bf16(x_pos))
     assert latents16.dtype == jnp.bfloat16
     assert_close("perceiver latents, bfloat16 vs float32 reference", latents16, ref_latents, rel=5e-2)
 
@@ -224,8 +228,9 @@ def test_memory_bank_of_perceiver_latents_matches_prepare_memory_conditioned_fea
         for t in cond + non_cond:
             latents, latents_pos = _run_perceiver(perceiver, raw[t], pos_map)
             outputs[t] = dict(maskmem_features=latents, maskmem_pos_enc=latents_pos, object_pointer=pointers[t])
-        session = SimpleNamespace(output_dict_per_obj={0: dict(
-            cond_frame_outputs={t: outputs[t] for t in cond}, non_cond_frame_outputs={t: outputs[t] for t in non_cond})})
+        session = SimpleNamespace(output_dict_per_obj={0: {
+            "cond_frame_outputs": {t: outputs[t] for t in cond},
+            "non_cond_frame_outputs": {t: outputs[t] for t in non_cond}}})
         stub = type("EdgeTamVideoModelStub", (), {m: getattr(hf.EdgeTamVideoModel, m) for m in _MODEL_METHODS})()
         stub.__dict__.update(config=hf_cfg, training=False, hidden_dim=256, mem_dim=MEM, num_maskmem=mem_slots,
                              backbone_feature_sizes=[[4 * h, 4 * w], [2 * h, 2 * w], [h, w]],
@@ -239,7 +244,6 @@ def test_memory_bank_of_perceiver_latents_matches_prepare_memory_conditioned_fea
     # Ours: each frame through our perceiver, then the bank: 3 conditioning slots (temporal index -1), then
     # t-6..t-1 (index offset - 1); pointers of the conditioning frames up to t, then t-1..t-15, offsets over 15.
     resampler = PerceiverResampler(cfg)
-    to_ours = lambda t: jnp.asarray(to_numpy(t))  # noqa: E731
     pos_ours = jnp.asarray(to_numpy(pos_map).transpose(1, 2, 0))
     p_params = _params("spatial_perceiver", resampler, perceiver, to_ours(raw[0]).transpose(0, 2, 3, 1), pos_ours)
     frames = cond + non_cond

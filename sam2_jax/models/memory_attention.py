@@ -4,7 +4,8 @@ features attend to themselves and to the memory bank, with 2-D axial RoPE.
 The bank has static shape: S spatial memory slots of L = h*w tokens each, plus P object-pointer tokens, each
 with a validity mask. Masked keys are left out of the softmax, which gives the numbers of transformers'
 variable-length concatenation of the valid memories. Spatial memories are rotated with the same RoPE grid in
-every slot; pointer tokens are never rotated (transformers `num_k_exclude_rope`).
+every slot; pointer tokens are never rotated (transformers `num_k_exclude_rope`). EdgeTAM's memory attention
+(`edgetam_memory_attention`) is a subclass with its own slots (perceiver latents), key grid and feed-forward.
 
 Also here: the pointer helpers of transformers `_process_object_pointers` (`get_1d_sine_pe`,
 `object_pointer_tokens`).

@@ -13,7 +13,9 @@ Two sets of learned latents run through the same layers (shared weights):
 
 transformers `EdgeTamVideoModel._encode_new_memory` runs it right after the memory encoder and the occlusion
 embedding, in the model's dtype, and stores its outputs as the frame's `maskmem_features` and
-`maskmem_pos_enc` with no bfloat16 round trip (SAM 2 stores bfloat16 memories; EdgeTAM does not).
+`maskmem_pos_enc` with no bfloat16 round trip (SAM 2 stores bfloat16 memories; EdgeTAM does not). It runs one
+object at a time there (transformers' `_forward_2d` fails on a batch of more than one: `expand(...).view(...)`);
+here the batch axis takes any number of objects or frames.
 """
 
 from __future__ import annotations
