@@ -4,13 +4,16 @@ features attend to themselves and to the memory bank, with 2-D axial RoPE.
 The bank has static shape: S spatial memory slots of L = h*w tokens each, plus P object-pointer tokens, each
 with a validity mask. Masked keys are left out of the softmax, which gives the numbers of transformers'
 variable-length concatenation of the valid memories. Spatial memories are rotated with the same RoPE grid in
-every slot; pointer tokens are never rotated (transformers `num_k_exclude_rope`).
+every slot; pointer tokens are never rotated (transformers `num_k_exclude_rope`). EdgeTAM's memory attention
+(`edgetam_memory_attention`) is a subclass with its own slots (perceiver latents), key grid and feed-forward.
 
 Also here: the pointer helpers of transformers `_process_object_pointers` (`get_1d_sine_pe`,
 `object_pointer_tokens`).
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
@@ -26,22 +29,28 @@ def _head_dim(config: Sam2VideoConfig) -> int:
         config.memory_attention_downsample_rate * config.memory_attention_num_attention_heads)
 
 
-def rope_tables(config: Sam2VideoConfig):
-    """cos, sin (L, D) float32 of transformers `Sam2VideoVisionRotaryEmbedding` for the
-    `memory_attention_rope_feat_sizes` grid (L = h*w tokens row-major, D = head dim).
+def rope_tables(config: Sam2VideoConfig, sizes: tuple[int, int] | None = None):
+    """cos, sin (L, D) float32 of transformers `Sam2VideoVisionRotaryEmbedding` for a (w, h) grid `sizes`,
+    by default `memory_attention_rope_feat_sizes` (L = h*w tokens row-major, D = head dim). EdgeTAM's keys
+    take their own grid, `memory_attention_rope_k_sizes`, with the same frequencies.
 
     Per token: angles `[x * inv_freq, y * inv_freq]` (x first), each repeated twice for the interleaved pairs.
     """
     d = _head_dim(config)
     spatial = np.float32(d // 2)
-    inv_freq = np.float32(1) / (np.float32(config.memory_attention_rope_theta)
+    inv_freq = np.float32(1) / (np.float32(config.rope_parameters["rope_theta"])
                                 ** (np.arange(0, d // 2, 2, dtype=np.float32) / spatial))
-    size_w, size_h = config.memory_attention_rope_feat_sizes  # as transformers `precompute_positions`
+    size_w, size_h = sizes or config.memory_attention_rope_feat_sizes  # as transformers `precompute_positions`
     y, x = np.meshgrid(np.arange(size_h), np.arange(size_w), indexing="ij")
     positions = np.stack([x.ravel(), y.ravel()], axis=-1).astype(np.float32)  # (L, 2)
     angles = jnp.asarray(positions)[:, :, None] * jnp.asarray(inv_freq)  # (L, 2, D/4)
     angles = jnp.repeat(angles.reshape(len(positions), d // 2), 2, axis=-1)
     return jnp.cos(angles), jnp.sin(angles)
+
+
+def identity_rope(length: int, dim: int):
+    """cos, sin (length, dim) of no rotation (ones, zeros): what keys that take no RoPE get, exactly."""
+    return jnp.ones((length, dim), jnp.float32), jnp.zeros((length, dim), jnp.float32)
 
 
 def apply_rope(x, cos, sin):
@@ -88,7 +97,7 @@ class RoPEAttention(nn.Module):
 
 class MemoryAttentionLayer(nn.Module):
     """transformers `Sam2VideoMemoryAttentionLayer`, pre-norm (LayerNorm eps 1e-5):
-    x += self_attn(LN1 x); x += cross_attn_image(LN2 x, memory); x += linear2(relu(linear1(LN3 x))).
+    x += self_attn(LN1 x); x += cross_attn_image(LN2 x, memory); x += feed_forward(LN3 x).
 
     x (B, L, 256); keys = memory + pos and values = memory, (B, Lk, 64); rope (cos, sin) (L, D) for the queries,
     rope_k (Lk, D) for the keys; key_mask (B, Lk).
@@ -103,9 +112,13 @@ class MemoryAttentionLayer(nn.Module):
         x = x + RoPEAttention(cfg, name="self_attn")(h, h, h, rope, rope)
         h = layer_norm(1e-5, name="layer_norm2")(x)
         x = x + RoPEAttention(cfg, name="cross_attn_image")(h, keys, values, rope, rope_k, key_mask)
-        h = layer_norm(1e-5, name="layer_norm3")(x)
+        return x + self.feed_forward(layer_norm(1e-5, name="layer_norm3")(x))
+
+    def feed_forward(self, h):
+        """SAM 2's `linear2(relu(linear1(h)))`; a subclass's own feed-forward replaces it (EdgeTAM's `mlp`)."""
+        cfg = self.config
         h = nn.Dense(cfg.memory_attention_feed_forward_hidden_size, name="linear1")(h)
-        return x + nn.Dense(cfg.memory_attention_hidden_size, name="linear2")(jax.nn.relu(h))
+        return nn.Dense(cfg.memory_attention_hidden_size, name="linear2")(jax.nn.relu(h))
 
 
 class MemoryAttention(nn.Module):
@@ -120,9 +133,19 @@ class MemoryAttention(nn.Module):
     Returns (B, L, 256). At least one key per batch item must be valid (else the softmax gives NaN).
 
     Keys are ordered as transformers concatenates them: slot-major spatial tokens, then pointer tokens.
+    Subclasses (EdgeTAM's) change `layer_class` and `slot_rope`.
     """
 
     config: Sam2VideoConfig
+    layer_class: ClassVar[type[nn.Module]] = MemoryAttentionLayer
+
+    def slot_rope(self, rope, slot_len: int):
+        """The key rotation (cos, sin) (slot_len, D) of every memory slot, from the queries' `rope` (L, D):
+        SAM 2's slots are L tokens on the queries' grid."""
+        if slot_len != rope[0].shape[0]:
+            raise ValueError(f"memory: expected {rope[0].shape[0]} tokens per slot (the RoPE grid "
+                             f"{self.config.memory_attention_rope_feat_sizes}), got {slot_len}")
+        return rope
 
     @nn.compact
     def __call__(self, features, position_embeddings, memory, memory_pos, memory_mask, pointers, pointer_pos,
@@ -132,9 +155,10 @@ class MemoryAttention(nn.Module):
         _, slots, mem_seq, mem_dim = memory.shape
         num_ptr = pointers.shape[1]
         cos, sin = rope_tables(cfg)
-        if not seq == mem_seq == cos.shape[0]:
-            raise ValueError(f"features and memory: expected {cos.shape[0]} tokens (the RoPE grid "
-                             f"{cfg.memory_attention_rope_feat_sizes}), got {seq} and {mem_seq}")
+        if seq != cos.shape[0]:
+            raise ValueError(f"features: expected {cos.shape[0]} tokens (the RoPE grid "
+                             f"{cfg.memory_attention_rope_feat_sizes}), got {seq}")
+        slot_cos, slot_sin = self.slot_rope((cos, sin), mem_seq)
 
         spatial_keys = (memory + memory_pos).reshape(b, slots * mem_seq, mem_dim)
         keys = jnp.concatenate([spatial_keys, pointers + pointer_pos], axis=1)
@@ -143,14 +167,15 @@ class MemoryAttention(nn.Module):
             jnp.broadcast_to(jnp.repeat(memory_mask, mem_seq, axis=-1), (b, slots * mem_seq)),
             jnp.broadcast_to(pointer_mask, (b, num_ptr)),
         ], axis=1)
-        # The grid repeats for every slot; pointer tokens get the identity rotation (cos 1, sin 0), exact.
-        d = cos.shape[-1]
-        cos_k = jnp.concatenate([jnp.tile(cos, (slots, 1)), jnp.ones((num_ptr, d), cos.dtype)])
-        sin_k = jnp.concatenate([jnp.tile(sin, (slots, 1)), jnp.zeros((num_ptr, d), sin.dtype)])
+        # The slot's rotation repeats for every slot; pointer tokens are not rotated (transformers
+        # `num_k_exclude_rope`).
+        ptr_cos, ptr_sin = identity_rope(num_ptr, cos.shape[-1])
+        cos_k = jnp.concatenate([jnp.tile(slot_cos, (slots, 1)), ptr_cos])
+        sin_k = jnp.concatenate([jnp.tile(slot_sin, (slots, 1)), ptr_sin])
 
         x = features + 0.1 * position_embeddings
         for i in range(cfg.memory_attention_num_layers):
-            x = MemoryAttentionLayer(cfg, name=f"layers.{i}")(x, keys, values, (cos, sin), (cos_k, sin_k), key_mask)
+            x = self.layer_class(cfg, name=f"layers.{i}")(x, keys, values, (cos, sin), (cos_k, sin_k), key_mask)
         return layer_norm(1e-5, name="layer_norm")(x)
 
 
