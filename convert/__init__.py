@@ -1,7 +1,7 @@
-"""PyTorch SAM 2 checkpoints to sam2-jax and back (the torch side of the project).
+"""PyTorch SAM 2 and EdgeTAM checkpoints to sam2-jax and back (the torch side of the project).
 
-An original facebookresearch/sam2 `.pt` becomes a transformers folder (config.json + model.safetensors),
-which is sam2-jax's checkpoint format, with transformers' own renaming; and back, bit for bit.
+An original facebookresearch/sam2 or facebookresearch/EdgeTAM `.pt` becomes a transformers folder (config.json +
+model.safetensors), which is sam2-jax's checkpoint format, with transformers' own renaming; and back, bit for bit.
 Command line: `python -m convert SRC DST [--to transformers|original] [--verify] [--overwrite]`.
 """
 

@@ -12,9 +12,10 @@ from .verify import verify_folder, verify_original
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m convert",
-        description="Convert a SAM 2 / SAM 2.1 PyTorch checkpoint: an original facebookresearch/sam2 .pt, or a "
-                    "transformers folder (config.json + model.safetensors, which is also sam2-jax's format). "
-                    "Every tensor is checked against the model; nothing is written if one is wrong.")
+        description="Convert a SAM 2 / SAM 2.1 / EdgeTAM PyTorch checkpoint: an original facebookresearch/sam2 or "
+                    "facebookresearch/EdgeTAM .pt, or a transformers folder (config.json + model.safetensors, which is "
+                    "also sam2-jax's format). Every tensor is checked against the model; nothing is written if one "
+                    "is wrong.")
     parser.add_argument("src", metavar="SRC", help="an original .pt file or a transformers / sam2-jax folder")
     parser.add_argument("dst", metavar="DST", help="the folder (--to transformers) or .pt file (--to original) "
                                                    "to write")

@@ -27,17 +27,19 @@ def generated_inputs(image_size: int, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def torch_logits(folder: str | os.PathLike, inputs: dict[str, np.ndarray]) -> np.ndarray:
-    """Mask logits (B,P,3,h,w) of transformers `Sam2Model` (float32) loaded from `folder`, on `inputs`."""
+    """Mask logits (B,P,3,h,w) of transformers `Sam2Model` or `EdgeTamModel` (by the folder's config; float32)
+    loaded from `folder`, on `inputs`."""
     try:
-        from transformers import Sam2Model
+        from transformers import EdgeTamModel, Sam2Model
         from transformers.utils import logging
     except ImportError as err:
         raise ValueError(f"verify: needs transformers ({err})") from None
+    model_class = EdgeTamModel if read_config(folder).version == "edgetam" else Sam2Model
     verbosity, progress_bar = logging.get_verbosity(), logging.is_progress_bar_enabled()
     logging.set_verbosity_error()  # the image model ignores the video tensors, and says so at length
     logging.disable_progress_bar()
     try:
-        model = Sam2Model.from_pretrained(os.fspath(folder), dtype=torch.float32).eval()
+        model = model_class.from_pretrained(os.fspath(folder), dtype=torch.float32).eval()
     finally:
         logging.set_verbosity(verbosity)
         if progress_bar:
@@ -47,7 +49,8 @@ def torch_logits(folder: str | os.PathLike, inputs: dict[str, np.ndarray]) -> np
 
 
 def jax_logits(folder: str | os.PathLike, inputs: dict[str, np.ndarray]) -> np.ndarray:
-    """Mask logits (B,P,3,h,w) of sam2-jax's `Sam2Model` loaded from `folder`, on `inputs`."""
+    """Mask logits (B,P,3,h,w) of sam2-jax's `Sam2Model` loaded from `folder` (the EdgeTAM image model for an
+    EdgeTAM folder), on `inputs`."""
     import jax
 
     from sam2_jax import Sam2Model

@@ -715,6 +715,13 @@ def edgetam_small_config(image_size: int = 256) -> EdgeTamConfig:
     return EdgeTamConfig(vision_config=vision, prompt_encoder_config={"image_size": image_size})
 
 
+# The released EdgeTAM (facebookresearch/EdgeTAM's edgetam.pt; transformers' yonigozlan/EdgeTAM-hf): transformers'
+# defaults at 1024 px without SAM 2.1's object-pointer temporal encoding and occlusion embedding, as transformers'
+# conversion script (convert_edgetam_video_to_hf.py) builds it.
+EDGETAM_PRESETS: dict[str, EdgeTamVideoConfig] = {"edgetam": EdgeTamVideoConfig(
+    enable_temporal_pos_encoding_for_object_pointers=False, enable_occlusion_spatial_embedding=False)}
+
+
 # Each transformers model_type and its config class.
 MODEL_CONFIGS: dict[str, type] = {"sam2": Sam2Config, "sam2_video": Sam2VideoConfig, "edgetam": EdgeTamConfig,
                                   "edgetam_video": EdgeTamVideoConfig}
@@ -731,5 +738,5 @@ __all__ = ["Sam2HieraDetConfig", "Sam2VisionConfig", "Sam2PromptEncoderConfig", 
            "FrozenDict", "config_from_dict", "PRESETS", "small_config", "replace", "HieraConfig", "VisionConfig",
            "PromptEncoderConfig", "MaskDecoderConfig", "EdgeTamVisionConfig", "EdgeTamPromptEncoderConfig",
            "EdgeTamMaskDecoderConfig", "EdgeTamConfig", "EdgeTamVideoPromptEncoderConfig",
-           "EdgeTamVideoMaskDecoderConfig", "EdgeTamVideoConfig", "edgetam_small_config", "MODEL_CONFIGS",
-           "GENERIC_KEYS", "REPVIT_M1_BACKBONE"]
+           "EdgeTamVideoMaskDecoderConfig", "EdgeTamVideoConfig", "edgetam_small_config", "EDGETAM_PRESETS",
+           "MODEL_CONFIGS", "GENERIC_KEYS", "REPVIT_M1_BACKBONE"]
