@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .options import model_config
+from .options import model_config, model_name
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,8 +23,19 @@ def run(args) -> int:
         print(f"device: {device.platform} {device.device_kind} (id {device.id})")
     if args.model:
         config = model_config(args.model)
-        backbone = config.vision_config.backbone_config
-        print(f"model: {args.model}: model_type {config.model_type}, SAM {config.version}, image size "
-              f"{config.image_size}, Hiera dims {list(backbone.embed_dim_per_stage)}, blocks "
-              f"{list(backbone.blocks_per_stage)}")
+        print(f"model: {args.model}: model_type {config.model_type}, {model_name(config)}, image size "
+              f"{config.image_size}, {backbone_summary(config)}")
     return 0
+
+
+def backbone_summary(config) -> str:
+    """The image encoder's trunk of a config in a few words: Hiera's stage widths and depths (SAM 2), or RepViT's
+    (EdgeTAM, from timm's architecture table that `models.repvit` follows)."""
+    backbone = config.vision_config.backbone_config
+    if config.version == "edgetam":
+        from ..models.repvit import ARCHITECTURES
+
+        name = backbone["architecture"]
+        arch = ARCHITECTURES[name]
+        return f"RepViT {name} dims {list(arch['embed_dim'])}, blocks {list(arch['depth'])}"
+    return f"Hiera dims {list(backbone.embed_dim_per_stage)}, blocks {list(backbone.blocks_per_stage)}"

@@ -125,6 +125,12 @@ def model_config(model: str):
     return read_config(folder)
 
 
+def model_name(config) -> str:
+    """How the commands name the model of a config: "EdgeTAM", or "SAM 2.1" / "SAM 2.0" ("SAM 2" for an image
+    model's config, the same in both versions)."""
+    return "EdgeTAM" if config.version == "edgetam" else f"SAM {config.version}"
+
+
 def add_output_arguments(g, overwrite_help: str) -> None:
     """The mask clean-up and output options that track and batch share."""
     g.add_argument("--fill-holes", type=area, default=0.0, metavar="AREA",

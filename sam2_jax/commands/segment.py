@@ -20,7 +20,7 @@ import numpy as np
 from .. import runtime
 from ..io.image_writers import IMAGE_WRITERS
 from ..io.writers import PromptMark
-from .options import add_generator_arguments, generator_options, model_config, output_formats
+from .options import add_generator_arguments, generator_options, model_config, model_name, output_formats
 from .outputs import open_output
 from .prompts import Prompt, PromptOption, checked_prompts, parse_numbers
 
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
             for f, path in paths.items()}
         began = time.perf_counter()
         model = Sam2Model.from_pretrained(args.model)
-        print(f"model: {args.model}: SAM {config.version}, image size {config.image_size} "
+        print(f"model: {args.model}: {model_name(config)}, image size {config.image_size} "
               f"(loaded in {time.perf_counter() - began:.1f} s)")
         began = time.perf_counter()
         if prompt is None:

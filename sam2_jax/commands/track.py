@@ -16,7 +16,7 @@ from .. import runtime
 from ..io.frames import open_video
 from ..io.writers import PromptMark
 from .options import (MAX_OBJ_ID, add_generator_arguments, add_output_arguments, fraction, frame_index,
-                      generator_options, int_type, model_config, object_id, output_formats, positive)
+                      generator_options, int_type, model_config, model_name, object_id, output_formats, positive)
 from .outputs import frame_masks, open_output, output_paths, video_name
 from .progress import progress_bar
 from .prompts import PromptOption, apply_prompts, collect_prompts
@@ -104,7 +104,7 @@ def run(args) -> int:
         began = time.perf_counter()
         dtype = jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32
         model = Sam2VideoModel.from_pretrained(args.model, dtype=dtype)
-        print(f"model: {args.model}: SAM {config.version}, image size {config.image_size}, {args.dtype} "
+        print(f"model: {args.model}: {model_name(config)}, image size {config.image_size}, {args.dtype} "
               f"(loaded in {time.perf_counter() - began:.1f} s)")
         processor = Sam2VideoProcessor(size=config.image_size)
         session = processor.init_video_session(video=source, dtype=dtype, keep_memory_archive=len(passes) > 1)
