@@ -221,6 +221,19 @@ def test_custom_edgetam_folder_converts_and_verifies(tmp_path, capsys):
     rc, out, err = _run([tmp_path / "small", tmp_path / "out", "--verify"], capsys)
     assert rc == 0, err
     assert out.startswith("verify: max |mask logits, sam2-jax - transformers| ")
+    with capsys.disabled():
+        print(f"EdgeTAM 256 px {out.splitlines()[0]}")
     assert out.splitlines()[-1].startswith("custom EdgeTAM: ")
     rc, _, err = _run([tmp_path / "small", tmp_path / "small.pt", "--to", "original"], capsys)
     assert rc == 1 and "only the released variants can be written" in err and "custom EdgeTAM" in err
+
+
+def test_sam2_jax_convert_takes_an_edgetam_folder(released, capsys):
+    """`sam2-jax convert` (the command, which hands its arguments to `convert/`) on transformers' EdgeTAM folder."""
+    from sam2_jax.commands.main import main as sam2_jax
+
+    root, hf, _ = released
+    assert sam2_jax(["convert", os.fspath(root / "hf"), os.fspath(root / "copy")]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith(f"edgetam: {len(hf)} tensors, ")
+    copy = load_file(root / "copy" / "model.safetensors")
+    assert sorted(copy) == sorted(hf) and all(torch.equal(copy[k], hf[k]) for k in hf)

@@ -31,7 +31,7 @@ COMMANDS = (
 
 def build_parser() -> argparse.ArgumentParser:
     """The `sam2-jax` parser with every subcommand."""
-    parser = Parser(prog="sam2-jax", description="SAM 2 / SAM 2.1 in JAX.")
+    parser = Parser(prog="sam2-jax", description="SAM 2 / SAM 2.1 and EdgeTAM in JAX.")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, module_name, help in COMMANDS:
         module = importlib.import_module(f"{__package__}.{module_name}")

@@ -61,8 +61,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.epilog, p.formatter_class = EPILOG, argparse.RawDescriptionHelpFormatter
     p.set_defaults(frame=0, obj=1)  # the one frame and object that PromptOption records
     p.add_argument("image", metavar="IMAGE", help="an image file (png, jpg, ...)")
-    p.add_argument("--model", required=True, metavar="DIR", help="a checkpoint folder (image or video) or "
-                                                                 "sam2-jax-shapes")
+    p.add_argument("--model", required=True, metavar="DIR", help="a SAM 2 or EdgeTAM checkpoint folder (image or "
+                                                                 "video) or sam2-jax-shapes")
     p.add_argument("--compile-cache", metavar="DIR", default=str(runtime.DEFAULT_COMPILE_CACHE),
                    help="as for track (default: %(default)s)")
     g = p.add_argument_group("what to segment (see below)")
