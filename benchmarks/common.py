@@ -18,7 +18,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from sam2_jax.config import Sam2VideoConfig, small_config
+from sam2_jax.config import EDGETAM_PRESETS, EdgeTamVideoConfig, Sam2VideoConfig, small_config
 
 ROOT = Path(__file__).resolve().parents[1]
 MIB = 2**20
@@ -27,9 +27,14 @@ MIB = 2**20
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 
-def config_named(name: str) -> Sam2VideoConfig:
-    """`small` (the tests' 9 M-parameter config at 256 px) or a preset name such as `sam2.1-hiera-tiny`."""
-    return small_config() if name == "small" else Sam2VideoConfig.from_preset(name)
+def config_named(name: str) -> Sam2VideoConfig | EdgeTamVideoConfig:
+    """`small` (the tests' 9 M-parameter config at 256 px), a SAM 2 preset name such as `sam2.1-hiera-tiny`, or
+    `edgetam` (the released EdgeTAM's config: RepViT-M1 and the perceiver at full size, 1024 px)."""
+    if name == "small":
+        return small_config()
+    if name in EDGETAM_PRESETS:
+        return EDGETAM_PRESETS[name]
+    return Sam2VideoConfig.from_preset(name)
 
 
 def moving_shapes(t: int, height: int, width: int, objects: int) -> tuple[np.ndarray, list[list[int]]]:

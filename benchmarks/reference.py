@@ -1,5 +1,6 @@
-"""The torch side of the benchmarks: transformers `Sam2VideoModel` with every parameter randomised (the
-parity tests' `randomize_`), saved where sam2-jax loads the same weights, and its processor."""
+"""The torch side of the benchmarks: transformers `Sam2VideoModel` or `EdgeTamVideoModel` (by the config) with
+every parameter randomised (the parity tests' `randomize_`, BatchNorm statistics included), saved where sam2-jax
+loads the same weights, and its processor (transformers' `Sam2VideoProcessor` serves both)."""
 
 from __future__ import annotations
 
@@ -9,17 +10,28 @@ import torch
 import transformers
 from transformers.models.sam2_video.video_processing_sam2_video import Sam2VideoVideoProcessor
 
-from sam2_jax.config import Sam2VideoConfig
+from sam2_jax.config import EdgeTamVideoConfig, Sam2VideoConfig
+from sam2_jax.weights import read_config
 from tests.reference import hf_config, randomize_
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 no_grad = torch.no_grad
 
 
-def randomised_model(config: Sam2VideoConfig, folder: str, seed: int = 0) -> transformers.Sam2VideoModel:
-    """transformers `Sam2VideoModel` with random weights on DEVICE, also saved to `folder` (a checkpoint folder)."""
+def model_class(config: Sam2VideoConfig | EdgeTamVideoConfig) -> type:
+    """transformers' video model class of `config`: `EdgeTamVideoModel` (needs timm) or `Sam2VideoModel`."""
+    return transformers.EdgeTamVideoModel if isinstance(config, EdgeTamVideoConfig) else transformers.Sam2VideoModel
+
+
+def randomised_model(config: Sam2VideoConfig | EdgeTamVideoConfig, folder: str, seed: int = 0) -> torch.nn.Module:
+    """transformers' video model of `config` with random weights on DEVICE, also saved to `folder` (a checkpoint
+    folder)."""
     torch.manual_seed(seed)
-    model = randomize_(transformers.Sam2VideoModel(hf_config(config)).eval(), seed=seed)
+    if isinstance(config, EdgeTamVideoConfig):
+        hf = transformers.EdgeTamVideoConfig.from_dict(config.to_dict())
+    else:
+        hf = hf_config(config)
+    model = randomize_(model_class(config)(hf).eval(), seed=seed)
     model.save_pretrained(folder)
     return model.to(DEVICE)
 
@@ -39,8 +51,9 @@ def allocated_memory() -> int | None:
     return torch.cuda.memory_allocated() if DEVICE == "cuda" else None
 
 
-def load(folder: str) -> transformers.Sam2VideoModel:
-    return transformers.Sam2VideoModel.from_pretrained(folder).to(DEVICE).eval()
+def load(folder: str) -> torch.nn.Module:
+    """transformers' video model of the checkpoint in `folder` (by its config), on DEVICE."""
+    return model_class(read_config(folder)).from_pretrained(folder).to(DEVICE).eval()
 
 
 def processor(size: int) -> transformers.Sam2VideoProcessor:

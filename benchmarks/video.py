@@ -1,10 +1,11 @@
-"""Video tracking speed of sam2-jax and transformers `Sam2VideoModel`, side by side in one process.
+"""Video tracking speed of sam2-jax and transformers (`Sam2VideoModel`, `EdgeTamVideoModel`) in one process.
 
-    python -m benchmarks.video [--config small|sam2.1-hiera-tiny|sam2.1-hiera-small] [--frames 64]
+    python -m benchmarks.video [--config small|sam2.1-hiera-tiny|sam2.1-hiera-small|edgetam] [--frames 64]
         [--height 480] [--width 854] [--objects 1,4] [--dtype float32,bfloat16] [--reference-dtype DTYPES]
         [--no-compile-times] [--cores N] [--json PATH] [--out benchmarks/results/]
 
-Both get the same randomised weights, the same generated video (moving discs, `common.moving_shapes`) and
+`--config edgetam` is the released EdgeTAM at full size (1024 px; transformers' `EdgeTamVideoModel`, which needs
+timm). Both get the same randomised weights, the same generated video (moving discs, `common.moving_shapes`) and
 the same prompts (one click per object on frame 0). Each makes its session, runs the prompt frame with
 `model(frame_idx=0)`, then advances `propagate_in_video_iterator` in chunks of `ProgramSet.scan_length`
 frames; the implementations take turns chunk by chunk, so that load from other processes hits them alike.
@@ -299,8 +300,8 @@ def report(results: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="small", help="small (256 px, for a quick run) or a preset name, "
-                        "e.g. sam2.1-hiera-tiny")
+    parser.add_argument("--config", default="small", help="small (256 px, for a quick run), a preset name, "
+                        "e.g. sam2.1-hiera-tiny, or edgetam (the released EdgeTAM, 1024 px)")
     parser.add_argument("--frames", type=int, default=64)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--width", type=int, default=854)
