@@ -237,3 +237,15 @@ def test_sam2_jax_convert_takes_an_edgetam_folder(released, capsys):
     assert capsys.readouterr().out.splitlines()[-1].startswith(f"edgetam: {len(hf)} tensors, ")
     copy = load_file(root / "copy" / "model.safetensors")
     assert sorted(copy) == sorted(hf) and all(torch.equal(copy[k], hf[k]) for k in hf)
+
+
+def test_image_model_folder_is_refused(tmp_path, capsys):
+    """The original format holds the whole tracker: an image model's folder (model_type edgetam) cannot be one."""
+    from sam2_jax import EdgeTamModel
+    from sam2_jax.config import edgetam_small_config
+
+    EdgeTamModel.from_config(edgetam_small_config(128)).save_pretrained(tmp_path / "image")
+    rc, out, err = _run([tmp_path / "image", tmp_path / "out"], capsys)
+    assert rc == 1 and out == "" and err.count("\n") == 1
+    assert "expected a video model's checkpoint (model_type 'sam2_video' or 'edgetam_video'" in err
+    assert "got model_type 'edgetam'" in err and not (tmp_path / "out").exists()
