@@ -94,8 +94,7 @@ def _read_original(path: str) -> tuple[Sam2VideoConfig | EdgeTamVideoConfig, dic
         got = (f"a dict with keys {sorted(map(str, checkpoint))[:8]}" if isinstance(checkpoint, dict)
                else f"a {type(checkpoint).__name__}")
         raise ValueError(f"expected an original SAM 2 or EdgeTAM checkpoint, a dict whose 'model' entry is the state "
-                         f"dict, "
-                         f"got {got}")
+                         f"dict, got {got}")
     not_tensors = [str(k) for k, v in state_dict.items() if not isinstance(v, torch.Tensor)]
     if not_tensors:
         raise ValueError(f"expected a state dict of tensors, got {len(not_tensors)} entries that are not: "

@@ -61,7 +61,7 @@ def to_transformers_keys(key: str) -> str | tuple[str, str]:
     return names if len(names) > 1 else names[0]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def trunk_shapes(architecture: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
     """timm's tensors of the features_only backbone (`stem.conv1.c.weight`, ..., BatchNorm statistics and
     counters), with their shapes: sam2-jax's RepViT under the `weights` rules, whose names are timm's."""

@@ -147,7 +147,7 @@ def test_original_to_transformers_lands_every_tensor(released, capsys):
     differ = [k for k in hf if converted[k].dtype != hf[k].dtype or not torch.equal(converted[k], hf[k])]
     assert differ == []
     assert variant_name(read_checkpoint(root / "converted")[0]) == "edgetam"
-    model, info = transformers.EdgeTamVideoModel.from_pretrained(root / "converted", output_loading_info=True)
+    _, info = transformers.EdgeTamVideoModel.from_pretrained(root / "converted", output_loading_info=True)
     assert info == {"missing_keys": set(), "unexpected_keys": set(), "mismatched_keys": set(), "error_msgs": []}
 
 
@@ -163,9 +163,10 @@ def test_transformers_to_original_is_bit_identical(released, capsys):
 
 def test_original_without_batch_counters(released, tmp_path, capsys):
     """torch's BatchNorm loads a state dict without `num_batches_tracked`; so does the converter (as 0)."""
-    root, hf, original = released
-    _save = {k: v for k, v in original.items() if not k.endswith(".num_batches_tracked")}
-    torch.save({"model": _save}, tmp_path / "edgetam.pt")
+    _, hf, original = released
+    without = {k: v for k, v in original.items() if not k.endswith(".num_batches_tracked")}
+    assert len(without) < len(original)
+    torch.save({"model": without}, tmp_path / "edgetam.pt")
     assert _run([tmp_path / "edgetam.pt", tmp_path / "out"], capsys)[0] == 0
     converted = load_file(tmp_path / "out" / "model.safetensors")
     assert sorted(converted) == sorted(hf)
@@ -174,11 +175,11 @@ def test_original_without_batch_counters(released, tmp_path, capsys):
 
 BAD = {  # case: (change to the original state dict, what the error says)
     "perceiver tensor removed": (lambda sd: sd.pop("spatial_perceiver.layers.1.self_attn.to_kv.weight"),
-                                 "do not match an original edgetam checkpoint; 1 missing: "
-                                 "spatial_perceiver.layers.1.self_attn.to_kv.weight"),
+                                 ("do not match an original edgetam checkpoint; 1 missing: "
+                                  "spatial_perceiver.layers.1.self_attn.to_kv.weight")),
     "trunk tensor reshaped": (lambda sd: sd.update({"image_encoder.trunk.body.stem.conv1.c.weight": torch.zeros(3)}),
-                              "1 mis-shaped: image_encoder.trunk.body.stem.conv1.c.weight expected (24, 3, 3, 3), "
-                              "got (3,)"),
+                              ("1 mis-shaped: image_encoder.trunk.body.stem.conv1.c.weight expected (24, 3, 3, 3), "
+                               "got (3,)")),
     "tensor added": (lambda sd: sd.update({"spatial_perceiver.extra": torch.zeros(1)}),
                      "1 unexpected: spatial_perceiver.extra"),
     "SAM 2.1 tensor added": (lambda sd: sd.update({"no_obj_embed_spatial": torch.zeros(1, 64)}),
