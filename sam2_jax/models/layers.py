@@ -163,6 +163,9 @@ def _key_blocked(q, *, key, value, mask, scale, key_block, acc):
     mask = jnp.ones((lk,), bool) if mask is None else mask
     lead = jnp.broadcast_shapes(q.shape[:-2], key.shape[:-2], value.shape[:-2], mask.shape[:-1] + (1,))
     rows = (*lead, q.shape[-2])
+    # Keys shared along a leading axis are broadcast first: XLA:CPU fails on a bfloat16 product with float32
+    # output whose operand is broadcast inside the loop ("Unsupported element type for DotThunk").
+    key, value = (jnp.broadcast_to(t, (*lead, *t.shape[-2:])) for t in (key, value))
 
     def step(start, size, carry):
         m, l, out = carry
