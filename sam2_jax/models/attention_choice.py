@@ -70,8 +70,8 @@ def machine_key() -> str:
     try:
         with open("/proc/cpuinfo") as f:
             info = f.read()
-        model = re.search(r"^model name\s*:\s*(.*)$", info, re.M).group(1).strip()
-        flags = re.search(r"^flags\s*:\s*(.*)$", info, re.M).group(1).split()
+        model = re.search(r"^model name\s*:\s*(.*)$", info, re.MULTILINE).group(1).strip()
+        flags = re.search(r"^flags\s*:\s*(.*)$", info, re.MULTILINE).group(1).split()
         flags = " ".join(sorted(f for f in flags if f.startswith(("avx", "amx", "fma", "sse4"))))
     except (OSError, AttributeError):
         pass
