@@ -81,7 +81,8 @@ class RoPEAttention(nn.Module):
             # Attend over the narrow raw values, project after: P (X W + b) = (P X) W + b, as the rows of P
             # sum to 1. For the 64-wide memory that is a quarter of the FLOPs of the weighted sum.
             raw = jnp.broadcast_to(value[..., None, :], (*value.shape[:-1], heads, value.shape[-1]))
-            out = split(v_proj(attention(q, k, raw, scale=head_dim ** -0.5, mask=key_mask, blocks=blocks)))  # (B, Lq, H, H, D)
+            out = attention(q, k, raw, scale=head_dim ** -0.5, mask=key_mask, blocks=blocks)
+            out = split(v_proj(out))  # (B, Lq, H, H, D)
             out = jnp.moveaxis(jnp.diagonal(out, axis1=-3, axis2=-2), -1, -2)  # head h's output, projected by head h
         else:
             out = attention(q, k, split(v_proj(value)), scale=head_dim ** -0.5, mask=key_mask, blocks=blocks)
