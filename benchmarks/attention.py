@@ -1,10 +1,12 @@
 """Memory attention alone: sam2-jax `MemoryAttention` and transformers `Sam2VideoMemoryAttention`, side by side.
 
     python -m benchmarks.attention [--config sam2.1-hiera-tiny] [--objects 1] [--repeat 3] [--cores N]
-        [--dtype float32] [--json PATH]
+        [--dtype float32] [--formulations auto] [--json PATH]
 
 Same randomised weights, same inputs: the current frame's features, a full bank of 7 memory frames and 16
-object pointers (64 pointer tokens). The two take turns, so that load from other processes hits them alike;
+object pointers (64 pointer tokens). sam2-jax runs each of `--formulations` (names of
+`attention_choice.CANDIDATES`, or "auto": this machine's choice), e.g. `--formulations full,auto` for before and
+after the key-blocked attention. They all take turns, so that load from other processes hits them alike;
 each time is the best of `--repeat` calls after a warm-up (sam2-jax: jitted, compiled in the warm-up).
 GFLOP/s counts the FLOPs of the reference's arithmetic (matmuls only) for both, so the rates compare the
 same work. sam2-jax float32 runs at "highest" matmul precision (its parity mode). Writes nothing unless
@@ -14,7 +16,9 @@ same work. sam2-jax float32 runs at "highest" matmul precision (its parity mode)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import time
 
 import jax
@@ -23,6 +27,7 @@ import numpy as np
 
 from sam2_jax import weights
 from sam2_jax.config import Sam2VideoConfig
+from sam2_jax.models import attention_choice
 from sam2_jax.models.memory_attention import MemoryAttention
 
 from .common import config_named, describe, machine, use_cores
@@ -85,8 +90,10 @@ def torch_runner(config: Sam2VideoConfig, x: dict[str, np.ndarray], seed: int):
     return call, state_dict_numpy(module)
 
 
-def jax_runner(config: Sam2VideoConfig, x: dict[str, np.ndarray], state_dict: dict, dtype: str):
-    """sam2-jax `MemoryAttention`, jitted, on the same weights and inputs."""
+def jax_runner(config: Sam2VideoConfig, x: dict[str, np.ndarray], state_dict: dict, dtype: str,
+               formulation: str = "auto"):
+    """sam2-jax `MemoryAttention`, jitted, on the same weights and inputs, with memory attention's formulation
+    `formulation` ($SAM2_JAX_ATTENTION while it is traced, in the first call)."""
     model = MemoryAttention(config)
     b = x["features"].shape[0]
     args = [jnp.asarray(x[k], dtype) for k in ("features", "pos", "memory", "memory_pos")]
@@ -95,13 +102,26 @@ def jax_runner(config: Sam2VideoConfig, x: dict[str, np.ndarray], state_dict: di
     abstract = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), *args))["params"]
     params = weights.state_dict_to_params({f"m.{k}": v for k, v in state_dict.items()}, {"m": abstract})["m"]
     params = jax.tree.map(lambda p: jnp.asarray(p, dtype), params)
-    apply = jax.jit(model.apply)
+    with formulation_forced(formulation), jax.default_matmul_precision("highest"):
+        apply = jax.jit(model.apply).lower({"params": params}, *args).compile()
 
     def call():
-        with jax.default_matmul_precision("highest"):
-            return np.asarray(apply({"params": params}, *args).astype(jnp.float32))
+        return np.asarray(apply({"params": params}, *args).astype(jnp.float32))
 
     return call
+
+
+@contextlib.contextmanager
+def formulation_forced(name: str):
+    """$SAM2_JAX_ATTENTION = name while sam2-jax traces memory attention ("auto": this machine's choice)."""
+    before = os.environ.get(attention_choice.ENVIRONMENT)
+    os.environ[attention_choice.ENVIRONMENT] = name
+    try:
+        yield
+    finally:
+        os.environ.pop(attention_choice.ENVIRONMENT)
+        if before is not None:
+            os.environ[attention_choice.ENVIRONMENT] = before
 
 
 def main() -> None:
@@ -110,6 +130,8 @@ def main() -> None:
     parser.add_argument("--objects", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--dtype", default="float32", help="sam2-jax dtype (transformers: float32)")
+    parser.add_argument("--formulations", default="auto", help="sam2-jax memory attention formulations, "
+                        "comma-separated: auto (this machine's choice) or names of attention_choice.CANDIDATES")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cores", type=int, help="run on this many cores (default: all); 1 on a loaded machine")
     parser.add_argument("--json", help="write the results to this JSON file")
@@ -119,7 +141,9 @@ def main() -> None:
     config = config_named(args.config)
     x = inputs(config, args.objects, args.seed)
     torch_call, state_dict = torch_runner(config, x, args.seed)
-    runners = {"transformers": torch_call, "sam2-jax": jax_runner(config, x, state_dict, args.dtype)}
+    runners = {"transformers": torch_call}
+    for formulation in args.formulations.split(","):
+        runners[f"sam2-jax {formulation}"] = jax_runner(config, x, state_dict, args.dtype, formulation)
     outputs = {name: call() for name, call in runners.items()}  # warm-up (compiles sam2-jax)
     times = {name: [] for name in runners}
     for _ in range(args.repeat):
@@ -130,14 +154,16 @@ def main() -> None:
     flops = reference_flops(config, args.objects)
     ref = outputs["transformers"]
     results = {"config": args.config, "objects": args.objects, "dtype": args.dtype, "gflop": flops / 1e9,
-               "max_abs_diff": float(np.max(np.abs(outputs["sam2-jax"] - ref))),
+               "auto": attention_choice.describe(),
+               "max_abs_diff": {name: float(np.max(np.abs(out - ref))) for name, out in outputs.items()},
                "max_abs_ref": float(np.max(np.abs(ref))),
                "seconds": {name: min(t) for name, t in times.items()}, "machine": describe(before, machine())}
     for name, seconds in results["seconds"].items():
-        print(f"{name:13s} {seconds:8.3f} s  {flops / seconds / 1e9:7.1f} GFLOP/s")
-    print(f"sam2-jax / transformers speed: {results['seconds']['transformers'] / results['seconds']['sam2-jax']:.2f}x; "
-          f"{results['gflop']:.0f} GFLOP per call; max |diff| {results['max_abs_diff']:.3g} "
-          f"(max |ref| {results['max_abs_ref']:.3g}); {results['machine']}")
+        print(f"{name:20s} {seconds:8.3f} s  {flops / seconds / 1e9:7.1f} GFLOP/s  "
+              f"{results['seconds']['transformers'] / seconds:5.2f}x transformers  "
+              f"max |diff| {results['max_abs_diff'][name]:.3g}")
+    print(f"{results['gflop']:.0f} GFLOP per call (transformers' arithmetic); max |ref| {results['max_abs_ref']:.3g}; "
+          f"{results['machine']}\n{results['auto']}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

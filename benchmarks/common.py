@@ -90,13 +90,21 @@ def machine() -> dict:
     return {"device": jax.devices()[0].device_kind, "cpu": cpu, "cpu_count": os.cpu_count(),
             "cores_used": len(os.sched_getaffinity(0)),
             "memory_gib": round(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30, 1),
-            "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()]}
+            "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()], "isa_limits": isa_limits()}
+
+
+def isa_limits() -> str:
+    """The instruction-set limits this process runs under: XLA_FLAGS' --xla_cpu_max_isa (XLA) and
+    $ATEN_CPU_CAPABILITY (torch), "none" where unset."""
+    limit = re.search(r"--xla_cpu_max_isa=(\S+)", os.environ.get("XLA_FLAGS", ""))
+    return (f"XLA max_isa {limit.group(1) if limit else 'none'}, "
+            f"ATEN_CPU_CAPABILITY {os.environ.get('ATEN_CPU_CAPABILITY', 'none')}")
 
 
 def describe(before: dict, after: dict) -> str:
     """One line naming the machine and its load average (1 min) before and after a run."""
     return (f"{before['device']} ({before['cpu']}, {before['cpu_count']} cores, {before['memory_gib']} GiB), "
-            f"{before['cores_used']} core(s) used; "
+            f"{before['cores_used']} core(s) used; {before['isa_limits']}; "
             f"load average {before['load_average_1_5_15'][0]} before, {after['load_average_1_5_15'][0]} after")
 
 

@@ -1,13 +1,16 @@
 """Where a tracked frame's time goes: sam2-jax's step split into its parts, for 1 and N objects.
 
     python -m benchmarks.step_parts [--config sam2.1-hiera-tiny] [--objects 1,4] [--repeat 3] [--cores N]
+        [--parts "memory attention,whole step"]
 
 Each part is jitted alone on the inputs of a tracked frame with a full memory bank (one conditioning frame, six
 recent frames, fifteen pointers): the image encoder (once per frame, whatever the object count), memory
 attention (`conditioned_features`), mask decoding (`segment`, the prompt-free tracking path), memory encoding
 (`encode_memory`), and the whole `track_step` for comparison. Times are the best of `--repeat` calls, float32 at
 "highest" precision, random weights. The per-object cost of a part is its slope from the fewest to the most
-objects. Prints a table; writes nothing.
+objects. `--parts` times only the named parts. Memory attention runs this machine's formulation
+(`sam2_jax.models.attention_choice`, printed; $SAM2_JAX_ATTENTION=full forces the one of before 12-07). Prints a
+table; writes nothing.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import numpy as np
 from sam2_jax.tracking import tracker
 from sam2_jax.models.sam2_video import Sam2VideoModule
 from sam2_jax import Sam2VideoModel
+from sam2_jax.models import attention_choice
 
 from .common import config_named, describe, machine, markdown_table, use_cores
 
@@ -95,6 +99,7 @@ def main() -> None:
     parser.add_argument("--objects", default="1,4", help="object counts, comma-separated")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--cores", type=int, help="run on this many cores (default: all)")
+    parser.add_argument("--parts", help="comma-separated part names to time (default: all)")
     args = parser.parse_args()
     use_cores(args.cores)
     before = machine()
@@ -105,13 +110,16 @@ def main() -> None:
     with jax.default_matmul_precision("highest"):
         for n in counts:
             for name, (function, call_args) in parts(model, n).items():
+                if args.parts and name not in args.parts.split(","):
+                    continue
                 seconds[name, n] = best_time(function, (model.params, *call_args), args.repeat)
                 print(f"{n} object(s): {name} {seconds[name, n]:.3f} s", flush=True)
     names = list(dict.fromkeys(name for name, _ in seconds))
     lo, hi = min(counts), max(counts)
     rows = [[name, *(f"{seconds[name, n]:.3f}" for n in counts),
              f"{(seconds[name, hi] - seconds[name, lo]) / (hi - lo):.3f}" if hi > lo else "-"] for name in names]
-    print(f"\n{args.config}, float32 \"highest\"; {describe(before, machine())}\n")
+    print(f"\n{args.config}, float32 \"highest\"; {describe(before, machine())}")
+    print(f"{attention_choice.describe()}\n")
     print(markdown_table(["part", *(f"{n} object(s) s" for n in counts), "s per extra object"], rows))
 
 

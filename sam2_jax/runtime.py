@@ -1,5 +1,5 @@
-"""Process-wide settings that every layer may use: the persistent compilation cache and the return of the
-C heap's free pages to the OS."""
+"""Process-wide settings that every layer may use: the per-user cache folder, the persistent compilation cache
+and the return of the C heap's free pages to the OS."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import functools
 import os
 from pathlib import Path
 
-DEFAULT_COMPILE_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sam2-jax" / "jax"
+CACHE_FOLDER = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sam2-jax"
+"""The per-user cache folder: compiled programs (`jax/`) and per-machine choices (`attention.json`)."""
+DEFAULT_COMPILE_CACHE = CACHE_FOLDER / "jax"
 
 
 _compile_cache_chosen = False  # whether a program (the command line) chose the cache: then no default

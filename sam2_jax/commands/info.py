@@ -1,4 +1,5 @@
-"""`sam2-jax info`: JAX's devices and, with --model, a checkpoint's config."""
+"""`sam2-jax info`: JAX's devices, which memory attention formulation runs and why, and with --model, a
+checkpoint's config."""
 
 from __future__ import annotations
 
@@ -13,14 +14,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    """`sam2-jax info`: JAX's devices, and a checkpoint's config."""
+    """`sam2-jax info`: JAX's devices, the memory attention formulation (measured now on a CPU that has no
+    choice cached yet: a few seconds), and a checkpoint's config."""
     import jax
 
     from .. import __version__
+    from ..models import attention_choice
 
     print(f"sam2-jax {__version__}, jax {jax.__version__}")
     for device in jax.devices():
         print(f"device: {device.platform} {device.device_kind} (id {device.id})")
+    print(attention_choice.describe())
     if args.model:
         config = model_config(args.model)
         print(f"model: {args.model}: model_type {config.model_type}, {model_name(config)}, image size "

@@ -76,12 +76,14 @@ class FeedForward(nn.Module):
 _QUERY_BLOCK = 256
 
 
-def attention(query, key, value, *, scale: float, mask=None):
+def attention(query, key, value, *, scale: float, mask=None, blocks: tuple[int, int | None] | None = None):
     """Scaled dot-product attention with the softmax in float32, as transformers' SDPA/eager paths.
 
     query (..., Lq, H, D), key (..., Lk, H, D), value (..., Lk, H, Dv) with Dv <= D; mask (..., Lk) of
     booleans, True = attend. Masked keys are left out of the softmax, which gives the same numbers as removing
-    them. Returns (..., Lq, H, Dv).
+    them. Returns (..., Lq, H, Dv). blocks = (query block, key block or None for all keys at once) of the XLA
+    path; None: (`_QUERY_BLOCK`, None). Memory attention passes the per-machine choice of
+    `attention_choice`.
 
     bfloat16/float16 on a GPU runs cuDNN's fused kernel where cuDNN supports the shapes; everything else
     (float32 parity included) runs `_xla_attention`.
@@ -91,7 +93,8 @@ def attention(query, key, value, *, scale: float, mask=None):
             return _cudnn_attention(query, key, value, scale, mask)
         except NotImplementedError:  # cuDNN's own checks: head dim, GPU generation
             pass
-    return _xla_attention(query, key, value, scale, mask)
+    query_block, key_block = blocks or (_QUERY_BLOCK, None)
+    return _xla_attention(query, key, value, scale, mask, query_block, key_block)
 
 
 def _cudnn_attention(query, key, value, scale, mask):
@@ -116,11 +119,13 @@ def _cudnn_attention(query, key, value, scale, mask):
     return out[..., :dv].reshape(*lead, lq, heads, dv)
 
 
-def _xla_attention(query, key, value, scale, mask):
+def _xla_attention(query, key, value, scale, mask, query_block=_QUERY_BLOCK, key_block=None):
     """Heads first (a plain batched matmul), scores and softmax in float32, normalised after the weighted sum;
-    long query sequences in blocks of `_QUERY_BLOCK` (a `lax.map`), so the score matrix stays small."""
+    long query sequences in blocks of `query_block` (a `lax.map`), so the score matrix stays small. With a
+    `key_block` shorter than the keys, each query block also walks the keys in blocks with an online softmax
+    (`_key_blocked`), so no (queries x keys) score matrix is ever written."""
     query, key, value = (jnp.swapaxes(t, -3, -2) for t in (query, key, value))  # (..., H, L, D)
-    lq = query.shape[-2]
+    lq, lk = query.shape[-2], key.shape[-2]
     # float32 scores from narrower inputs; not asked for float32 inputs, where it measured 20% slower on CPU.
     acc = None if query.dtype == jnp.float32 else jnp.float32
 
@@ -133,15 +138,57 @@ def _xla_attention(query, key, value, scale, mask):
         out = jnp.einsum("...qk,...kd->...qd", weights.astype(value.dtype), value, preferred_element_type=acc)
         return (out / weights.sum(-1, keepdims=True)).astype(value.dtype)
 
-    if lq <= _QUERY_BLOCK:
+    if key_block is not None and key_block < lk:
+        block = functools.partial(_key_blocked, key=key, value=value, mask=mask, scale=scale, key_block=key_block,
+                                  acc=acc)
+    if lq <= query_block:
         out = block(query)
     else:
-        blocks = -(-lq // _QUERY_BLOCK)
-        padded = jnp.pad(query, ((0, 0),) * (query.ndim - 2) + ((0, blocks * _QUERY_BLOCK - lq), (0, 0)))
-        padded = jnp.moveaxis(padded.reshape(*query.shape[:-2], blocks, _QUERY_BLOCK, query.shape[-1]), -3, 0)
+        blocks = -(-lq // query_block)
+        padded = jnp.pad(query, ((0, 0),) * (query.ndim - 2) + ((0, blocks * query_block - lq), (0, 0)))
+        padded = jnp.moveaxis(padded.reshape(*query.shape[:-2], blocks, query_block, query.shape[-1]), -3, 0)
         out = jnp.moveaxis(jax.lax.map(block, padded), 0, -3)
-        out = out.reshape(*out.shape[:-3], blocks * _QUERY_BLOCK, out.shape[-1])[..., :lq, :]
+        out = out.reshape(*out.shape[:-3], blocks * query_block, out.shape[-1])[..., :lq, :]
     return jnp.swapaxes(out, -3, -2)
+
+
+def _key_blocked(q, *, key, value, mask, scale, key_block, acc):
+    """Attention of the queries q (..., H, Lq, D) over key (..., H, Lk, D) and value (..., H, Lk, Dv) in blocks
+    of `key_block` keys (a loop of slices in place, then the shorter last block), with the online softmax of
+    flash attention: a running max m, a running sum l and a running weighted sum, rescaled by exp(m_old - m_new)
+    when the max grows. Masked keys score -inf; while a row has seen only masked keys its max stays -inf and its
+    weights are exp(-inf) = 0 (the max is taken as 0 there, so no inf - inf). Same numbers as `_xla_attention`'s
+    full rows up to float rounding."""
+    lk = key.shape[-2]
+    mask = jnp.ones((lk,), bool) if mask is None else mask
+    lead = jnp.broadcast_shapes(q.shape[:-2], key.shape[:-2], value.shape[:-2], mask.shape[:-1] + (1,))
+    rows = (*lead, q.shape[-2])
+    # Keys shared along a leading axis are broadcast first: XLA:CPU fails on a bfloat16 product with float32
+    # output whose operand is broadcast inside the loop ("Unsupported element type for DotThunk").
+    key, value = (jnp.broadcast_to(t, (*lead, *t.shape[-2:])) for t in (key, value))
+
+    def step(start, size, carry):
+        m, l, out = carry
+        k, v = (jax.lax.dynamic_slice_in_dim(t, start, size, axis=-2) for t in (key, value))
+        valid = jax.lax.dynamic_slice_in_dim(mask, start, size, axis=-1)
+        logits = jnp.einsum("...qd,...kd->...qk", q, k, preferred_element_type=acc) * jnp.float32(scale)
+        logits = jnp.where(valid[..., None, None, :], logits, -jnp.inf)
+        m_new = jnp.maximum(m, jnp.max(logits, axis=-1, keepdims=True))
+        m_safe = jnp.where(m_new == -jnp.inf, jnp.float32(0), m_new)
+        weights = jnp.exp(logits - m_safe)
+        rescale = jnp.exp(m - m_safe)
+        l = l * rescale + weights.sum(-1, keepdims=True)
+        out = out * rescale + jnp.einsum("...qk,...kd->...qd", weights.astype(v.dtype), v, preferred_element_type=acc)
+        return m_new, l, out
+
+    carry = (jnp.full((*rows, 1), -jnp.inf, jnp.float32), jnp.zeros((*rows, 1), jnp.float32),
+             jnp.zeros((*rows, value.shape[-1]), jnp.float32))
+    full, rest = divmod(lk, key_block)
+    carry = jax.lax.fori_loop(0, full, lambda i, c: step(i * key_block, key_block, c), carry)
+    if rest:
+        carry = step(full * key_block, rest, carry)
+    _, l, out = carry
+    return (out / l).astype(value.dtype)
 
 
 def sine_position_encoding(height: int, width: int, num_pos_feats: int, temperature: float = 10000.0,

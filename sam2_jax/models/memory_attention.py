@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..config import Sam2VideoConfig
+from .attention_choice import memory_attention_blocks
 from .layers import attention, layer_norm
 
 
@@ -66,13 +67,14 @@ class RoPEAttention(nn.Module):
     """transformers `Sam2VideoRoPEAttention`: q/k/v projections, RoPE on q and k, attention, o_proj.
 
     query (B, Lq, 256); key, value (B, Lk, Ckv); rope_q = (cos, sin) (Lq, D); rope_k = (cos, sin) (Lk, D);
-    key_mask (B, Lk) booleans, True = attend. Returns (B, Lq, 256).
+    key_mask (B, Lk) booleans, True = attend; blocks: `layers.attention`'s (query block, key block).
+    Returns (B, Lq, 256).
     """
 
     config: Sam2VideoConfig
 
     @nn.compact
-    def __call__(self, query, key, value, rope_q, rope_k, key_mask=None):
+    def __call__(self, query, key, value, rope_q, rope_k, key_mask=None, blocks=None):
         cfg = self.config
         heads = cfg.memory_attention_num_attention_heads
         internal = cfg.memory_attention_hidden_size // cfg.memory_attention_downsample_rate
@@ -88,10 +90,11 @@ class RoPEAttention(nn.Module):
             # Attend over the narrow raw values, project after: P (X W + b) = (P X) W + b, as the rows of P
             # sum to 1. For the 64-wide memory that is a quarter of the FLOPs of the weighted sum.
             raw = jnp.broadcast_to(value[..., None, :], (*value.shape[:-1], heads, value.shape[-1]))
-            out = split(v_proj(attention(q, k, raw, scale=head_dim ** -0.5, mask=key_mask)))  # (B, Lq, H, H, D)
+            out = attention(q, k, raw, scale=head_dim ** -0.5, mask=key_mask, blocks=blocks)
+            out = split(v_proj(out))  # (B, Lq, H, H, D)
             out = jnp.moveaxis(jnp.diagonal(out, axis1=-3, axis2=-2), -1, -2)  # head h's output, projected by head h
         else:
-            out = attention(q, k, split(v_proj(value)), scale=head_dim ** -0.5, mask=key_mask)
+            out = attention(q, k, split(v_proj(value)), scale=head_dim ** -0.5, mask=key_mask, blocks=blocks)
         return nn.Dense(cfg.memory_attention_hidden_size, name="o_proj")(out.reshape(*out.shape[:-2], internal))
 
 
@@ -100,7 +103,8 @@ class MemoryAttentionLayer(nn.Module):
     x += self_attn(LN1 x); x += cross_attn_image(LN2 x, memory); x += feed_forward(LN3 x).
 
     x (B, L, 256); keys = memory + pos and values = memory, (B, Lk, 64); rope (cos, sin) (L, D) for the queries,
-    rope_k (Lk, D) for the keys; key_mask (B, Lk).
+    rope_k (Lk, D) for the keys; key_mask (B, Lk). The cross-attention over the memory runs this machine's
+    formulation (`attention_choice`); self-attention (4096 keys) keeps the default.
     """
 
     config: Sam2VideoConfig
@@ -111,7 +115,8 @@ class MemoryAttentionLayer(nn.Module):
         h = layer_norm(1e-5, name="layer_norm1")(x)
         x = x + RoPEAttention(cfg, name="self_attn")(h, h, h, rope, rope)
         h = layer_norm(1e-5, name="layer_norm2")(x)
-        x = x + RoPEAttention(cfg, name="cross_attn_image")(h, keys, values, rope, rope_k, key_mask)
+        x = x + RoPEAttention(cfg, name="cross_attn_image")(h, keys, values, rope, rope_k, key_mask,
+                                                            blocks=memory_attention_blocks())
         return x + self.feed_forward(layer_norm(1e-5, name="layer_norm3")(x))
 
     def feed_forward(self, h):
