@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # One GPU lease in one command: install what is missing, run the GPU parity subset and the video benchmark row
-# (tiny, bfloat16, 1 and 4 objects, transformers eager bfloat16 and float32 beside it, compile cold and warm),
+# (tiny, bfloat16, 1 and 4 objects, transformers eager bfloat16 and float32 beside it, compile cold and warm;
+# then EdgeTAM, bfloat16, beside transformers' EdgeTAM),
 # write the results and print the table. Each part has its own time limit, so a slow part cannot eat the rest.
 #
-#   bash benchmarks/gpu_run.sh [--out DIR]   # on a GPU machine: about 8 minutes; results in DIR
+#   bash benchmarks/gpu_run.sh [--out DIR]   # on a GPU machine: about 10 minutes; results in DIR
 #                                            # (default benchmarks/results)
 #   bash benchmarks/gpu_run.sh --rehearse    # the same steps on the CPU with the small config (CI runs this)
 #
@@ -57,7 +58,7 @@ install_missing() {
 import importlib.util
 need = {"jax": "jax", "flax": "flax", "optax": "optax", "numpy": "numpy", "scipy": "scipy",
         "safetensors": "safetensors", "PIL": "pillow", "torch": "torch", "torchvision": "torchvision",
-        "transformers": "transformers", "pytest": "pytest", "hypothesis": "hypothesis"}
+        "transformers": "transformers", "timm": "timm", "pytest": "pytest", "hypothesis": "hypothesis"}
 print(" ".join(pip for module, pip in need.items() if importlib.util.find_spec(module) is None))
 EOF
 )
@@ -93,10 +94,17 @@ PARITY=("tests/test_gpu.py::test_image_model_matches_transformers_on_gpu[one cli
 part parity "${LIMITS[0]}" "$PYTHON" -m pytest -m gpu -q -p no:cacheprovider -s "${PARITY[@]}"
 TABLE_JSON=$(mktemp)  # the benchmark's results once more, outside OUT, for the summary below
 part benchmark "${LIMITS[1]}" "$PYTHON" -m benchmarks.video "${BENCH[@]}" --out "$OUT" --json "$TABLE_JSON"
+if [ $REHEARSE = 0 ]; then  # EdgeTAM, the family's fast member, beside transformers' EdgeTamVideoModel
+    EDGETAM_JSON=$(mktemp)
+    part edgetam 150 "$PYTHON" -m benchmarks.video --config edgetam --frames 64 --objects 1,4 --dtype bfloat16 \
+        --reference-dtype bfloat16 --out "$OUT" --json "$EDGETAM_JSON"
+fi
 
 echo "=== summary" | tee -a "$LOG"
 printf '%s\n' "${STATUS[@]}" | tee -a "$LOG"
-[ -s "$TABLE_JSON" ] && "$PYTHON" -c "import json, sys; from benchmarks.video import report; \
-print(report(json.load(open(sys.argv[1]))))" "$TABLE_JSON" | tee -a "$LOG"
+for table in "$TABLE_JSON" "${EDGETAM_JSON:-}"; do
+    [ -s "$table" ] && "$PYTHON" -c "import json, sys; from benchmarks.video import report; \
+print(report(json.load(open(sys.argv[1]))))" "$table" | tee -a "$LOG"
+done
 printf '%s\n' "${STATUS[@]}" | grep -qv ": ok in" && exit 1
 exit 0
