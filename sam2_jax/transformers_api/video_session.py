@@ -240,3 +240,6 @@ class Sam2VideoInferenceSession(SessionStateAccess):
             raise ValueError(f"{name}: expected a streamed frame still kept ({sorted(self.streamed_frames)}) or the "
                              f"next one ({self.num_streamed}), got {frame_idx}")
         return int(frame_idx)
+
+
+EdgeTamVideoInferenceSession = Sam2VideoInferenceSession  # transformers' EdgeTAM session: the same bookkeeping
