@@ -228,6 +228,7 @@ class SessionPlan:
         n = session.get_obj_num()
         shape = self.bank_shape(n)
         if session._state is None:
+            session._memory_batch_first = isinstance(self.config, EdgeTamVideoConfig)  # `get_output`'s layout
             session._state = jax.device_put(tracker.init_state(shape, xp=np))
             session._planner = MemoryPlanner(shape, self.config.num_maskmem, n)
         elif len(session._planner.cond_frames) < n:

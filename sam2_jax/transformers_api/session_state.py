@@ -6,8 +6,8 @@ in device slots that mirror a host archive); these methods read and write that s
 - point inputs {"point_coords": (1,1,K,2) float, "point_labels": (1,1,K) int} in model-input pixels;
 - mask inputs (1,1,S,S) float;
 - outputs per frame: "pred_masks" (1,1,h,w) logits, "object_score_logits" (1,1,1), "object_pointer" (1,1,C),
-  "maskmem_features" (L,1,M) (transformers' layout): L = h*w bfloat16 for SAM 2, L = the perceiver's latents (512)
-  in the model's dtype for EdgeTAM. transformers' "maskmem_pos_enc" (it follows
+  "maskmem_features" in transformers' layouts: (h*w,1,M) bfloat16 for SAM 2, (1,L,M) in the model's dtype for
+  EdgeTAM (L = the perceiver's latents, 512). transformers' "maskmem_pos_enc" (it follows
   from the config) and "high_res_masks" (used within a call) are not kept: `store_output` accepts them in a
   dict and drops them, `get_output` says they are not kept.
 A write changes what later calls see as it does in transformers: a stored memory or pointer is the one later
@@ -251,7 +251,8 @@ class SessionStateAccess:
             out["object_score_logits"] = jnp.full((1, 1, 1), stored[1], jnp.float32)
         if memory is not None:
             features, pointer = memory
-            out["maskmem_features"] = jnp.asarray(features)[:, None, :]
+            features = jnp.asarray(features)
+            out["maskmem_features"] = features[None] if self._memory_batch_first else features[:, None, :]
             out["object_pointer"] = jnp.asarray(pointer, jnp.float32)[None, None]
         return out
 
@@ -271,9 +272,10 @@ class SessionStateAccess:
             out["object_score_logits"] = float(score.reshape(()))
         tokens, memory_dim, pointer_dim, dtype = self._memory_layout()
         features = np.asarray(jnp.asarray(values["maskmem_features"], dtype))
-        if features.shape not in ((tokens, 1, memory_dim), (tokens, memory_dim)):
-            raise ValueError(f"output_value['maskmem_features']: expected shape ({tokens}, 1, {memory_dim}) "
-                             f"(transformers' layout), got {features.shape}")
+        layout = (1, tokens, memory_dim) if self._memory_batch_first else (tokens, 1, memory_dim)
+        if features.shape not in (layout, (tokens, memory_dim)):
+            raise ValueError(f"output_value['maskmem_features']: expected shape {layout} (transformers' layout), "
+                             f"got {features.shape}")
         pointer = np.asarray(values["object_pointer"], np.float32)
         if pointer.size != pointer_dim or pointer.ndim not in (1, 2, 3):
             raise ValueError(f"output_value['object_pointer']: expected shape (1, 1, {pointer_dim}), got "

@@ -177,6 +177,7 @@ class Sam2VideoInferenceSession(SessionStateAccess):
         self.obj_with_new_inputs: list = []
         self._state = None
         self._planner = None
+        self._memory_batch_first = False  # transformers' memory layout: EdgeTAM's (1,L,M), SAM 2's (L,1,M)
 
     def reset_inference_session(self):
         """`reset_tracking_data` and also clear the vision features cache."""
