@@ -15,9 +15,11 @@ _HOMES = {
     "Sam2Model": ".transformers_api.image", "Sam2Processor": ".transformers_api.image",
     "Sam2ImageSegmentationOutput": ".transformers_api.image", "EdgeTamModel": ".transformers_api.image",
     "Sam2VideoModel": ".transformers_api.video_model", "Sam2VideoSegmentationOutput": ".transformers_api.video_model",
+    "EdgeTamVideoModel": ".transformers_api.video_model",
     "Sam2VideoProcessor": ".transformers_api.video_processor",
     "Sam2VideoVideoProcessor": ".transformers_api.video_frames",
     "Sam2VideoInferenceSession": ".transformers_api.video_session",
+    "EdgeTamVideoInferenceSession": ".transformers_api.video_session",
     "Sam2AutomaticMaskGenerator": ".automatic.masks", "Sam2AutomaticVideoTracker": ".automatic.video",
 }
 

@@ -3,7 +3,6 @@
 `sam2_jax.models.edgetam_memory_attention.EdgeTamMemoryAttention` against `EdgeTamVideoMemoryAttention`, alone
 and as `EdgeTamVideoModel._prepare_memory_conditioned_features` feeds it from perceiver memories."""
 
-import dataclasses
 from types import SimpleNamespace
 
 import jax
@@ -16,7 +15,7 @@ from reference import assert_close, randomize_, state_dict_numpy, to_numpy
 from transformers.models.edgetam_video import modeling_edgetam_video as hf
 
 from sam2_jax import weights
-from sam2_jax.config import FrozenDict
+from sam2_jax.config import EdgeTamVideoConfig, FrozenDict
 from sam2_jax.models.edgetam_memory_attention import EdgeTamMemoryAttention
 from sam2_jax.models.layers import sine_position_encoding
 from sam2_jax.models.memory_attention import get_1d_sine_pe, object_pointer_tokens
@@ -26,8 +25,8 @@ MEM = 64  # memory channels (`memory_encoder_output_channels`, the cross-attenti
 
 
 def _configs(**overrides):
-    """A small transformers EdgeTamVideoConfig (16 x 16 features, 8 + 16 latents, 4 x 4 key grid) and the
-    same fields as a frozen, hashable stand-in for sam2-jax's EdgeTamVideoConfig. Seeds torch, whose default
+    """A small transformers EdgeTamVideoConfig (16 x 16 features, 8 + 16 latents, 4 x 4 key grid) and sam2-jax's
+    EdgeTamVideoConfig with the same memory attention and perceiver fields. Seeds torch, whose default
     initialisation the modules built next draw from."""
     torch.manual_seed(0)
     kwargs = dict(memory_attention_rope_feat_sizes=[16, 16], memory_attention_rope_k_sizes=[4, 4],
@@ -38,8 +37,7 @@ def _configs(**overrides):
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in hf_cfg.to_dict().items()
               if k.startswith(("memory_attention_", "perceiver_resampler_"))}
     fields["rope_parameters"] = FrozenDict(hf_cfg.rope_parameters)
-    ours = dataclasses.make_dataclass("EdgeTamConfigFields", list(fields), frozen=True)(**fields)
-    return hf_cfg, ours
+    return hf_cfg, EdgeTamVideoConfig(**fields)
 
 
 def _params(prefix, module, hf_module, *example):

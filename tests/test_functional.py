@@ -85,7 +85,12 @@ FLOWS = {
 
 @pytest.mark.parametrize("flow", list(FLOWS))
 def test_propagate_equals_the_session_and_transformers(pair, video, flow):
-    objects, direction = FLOWS[flow]
+    check_propagate(pair, video, flow, *FLOWS[flow])
+
+
+def check_propagate(pair, video, flow, objects, direction):
+    """`propagate` on `objects`' prompts against the session driven by `_actions` and against transformers
+    (`run_flow`), frame by frame (also used by EdgeTAM's tests)."""
     actions = _actions(objects, direction)
     got, expected, _, _ = run_flow(pair, actions, video=list(video), name=flow)
     num_prompt_calls = sum(1 for kind, _ in actions if kind == "forward")

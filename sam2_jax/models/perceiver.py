@@ -112,7 +112,7 @@ class PerceiverResampler(nn.Module):
                              f"(perceiver_resampler_hidden_size), got shape {memory.shape}")
         layers = [PerceiverLayer(cfg, name=f"layers.{i}") for i in range(cfg.perceiver_resampler_num_layers)]
         final_norm = layer_norm(1e-5, name="layer_norm")
-        latents, pos = [], []
+        latents = []
         if n1 > 0:
             heads = cfg.perceiver_resampler_num_attention_heads
             if heads * cfg.perceiver_resampler_attention_head_dim != c:
@@ -125,7 +125,6 @@ class PerceiverResampler(nn.Module):
             for layer in layers:
                 x = layer(x, tokens, tokens_pos)
             latents.append(final_norm(x))
-            pos.append(jnp.zeros((n1, c), memory.dtype))
         if n2 > 0:
             windows, n = window_tokens(memory, n2)
             x = jnp.broadcast_to(self.param("latents_2d", nn.initializers.normal(1.0), (n2, c))[:, None, :],
@@ -133,11 +132,22 @@ class PerceiverResampler(nn.Module):
             for layer in layers:
                 x = layer(x, windows)
             latents.append(final_norm(x.reshape(b, n2, c)))
-            pos.append(sine_position_encoding(n, n, c // 2, dtype=memory.dtype).reshape(n2, c))
         if not latents:
             raise ValueError("config: perceiver_resampler_num_latents and perceiver_resampler_num_latents_2d "
                              "are both 0; expected at least one latent")
-        return jnp.concatenate(latents, axis=1), jnp.concatenate(pos, axis=0)
+        return jnp.concatenate(latents, axis=1), latent_position_encoding(cfg, memory.dtype)
+
+
+def latent_position_encoding(config, dtype=jnp.float32):
+    """The perceiver's position encoding of its N1 + N2 latents, (N1 + N2, C): zeros for the 1-D latents, the
+    n x n sine encoding of the window grid for the 2-D ones. It depends on the config only."""
+    n1, n2, c = (config.perceiver_resampler_num_latents, config.perceiver_resampler_num_latents_2d,
+                 config.perceiver_resampler_hidden_size)
+    n = math.isqrt(n2)
+    parts = [jnp.zeros((n1, c), dtype)]
+    if n2 > 0:
+        parts.append(sine_position_encoding(n, n, c // 2, dtype=dtype).reshape(n2, c))
+    return jnp.concatenate(parts, axis=0)
 
 
 def window_tokens(memory, num_windows: int):

@@ -6,6 +6,8 @@ Shapes: N objects, h = w = 64 and L = h*w at 1024 px, C = 256, M = 64 (memory wi
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import flax.linen as nn
 import jax.numpy as jnp
 
@@ -20,14 +22,18 @@ NO_OBJ_SCORE = -1024.0  # transformers replaces the whole mask with this where t
 
 
 class Sam2VideoModule(Sam2ImageModule):
-    """Params are the full transformers `Sam2VideoModel` checkpoint."""
+    """Params are the full transformers `Sam2VideoModel` checkpoint. EdgeTAM's video module
+    (`edgetam_video.EdgeTamVideoModule`) is a subclass: its own `memory_attention_class`, memory positions
+    (`memory_spatial_pos`) and memory encoding (`encode_memory`)."""
+
+    memory_attention_class: ClassVar[type[nn.Module]] = MemoryAttention
 
     def setup(self):
         super().setup()
         cfg = self.config
         c, m = cfg.vision_config.fpn_hidden_size, cfg.memory_encoder_output_channels
         self.memory_encoder = MemoryEncoder(cfg)
-        self.memory_attention = MemoryAttention(cfg)
+        self.memory_attention = self.memory_attention_class(cfg)
         self.object_pointer_proj = FeedForward(c, c, 3)
         self.mask_downsample = nn.Conv(1, (4, 4), strides=(4, 4), padding="VALID")
         self.no_memory_positional_encoding = self.param(  # in checkpoints, unused by the forward pass
@@ -42,6 +48,10 @@ class Sam2VideoModule(Sam2ImageModule):
             self.temporal_positional_encoding_projection_layer = nn.Dense(m)
 
     # ------------------------------------------------------------------------------ memory attention
+    def memory_spatial_pos(self, h: int, w: int):
+        """The position encoding of one stored memory's tokens, (L, M): the h x w sine encoding for SAM 2."""
+        return sine_position_encoding(h, w, self.config.memory_encoder_output_channels // 2).reshape(h * w, -1)
+
     def conditioned_features(self, level2, level2_pos, memory, memory_tpos, memory_mask, pointers,
                              pointer_offsets, pointer_mask, max_pointers, use_memory):
         """transformers `_prepare_memory_conditioned_features` for all objects.
@@ -57,8 +67,7 @@ class Sam2VideoModule(Sam2ImageModule):
         without = level2 + self.no_memory_embedding.astype(level2.dtype)
 
         def attend(module):
-            spatial_pos = sine_position_encoding(h, w, cfg.memory_encoder_output_channels // 2)
-            spatial_pos = spatial_pos.reshape(1, 1, h * w, -1)
+            spatial_pos = module.memory_spatial_pos(h, w)[None, None]
             tpos = module.memory_temporal_positional_encoding[:, 0, 0][memory_tpos]  # (N,S,M)
             memory_pos = spatial_pos + tpos[:, :, None, :]
             if cfg.enable_temporal_pos_encoding_for_object_pointers:
@@ -158,12 +167,18 @@ class Sam2VideoModule(Sam2ImageModule):
         """transformers `_encode_new_memory`: level2 (N,h,w,C) raw features; high_res_masks (N,H,W) logits;
         object_score_logits (N,); binarize: bool (scalar or (N,)). Returns features (N,h,w,M) in
         `feature_dtype` (bfloat16 as inference stores them; training keeps its compute dtype)."""
+        features, _ = self.spatial_memory(level2, high_res_masks, object_score_logits, binarize)
+        return features.astype(feature_dtype)
+
+    def spatial_memory(self, level2, high_res_masks, object_score_logits, binarize):
+        """The memory encoder's output with the occlusion embedding added where the object is absent:
+        features (N,h,w,M) in the compute dtype and their sine encoding (h,w,M)."""
         masks = memory_mask_input(high_res_masks[..., None], binarize, self.config)
-        features, _ = self.memory_encoder(level2, masks)
+        features, pos = self.memory_encoder(level2, masks)
         if self.config.enable_occlusion_spatial_embedding:
             absent = (object_score_logits <= 0).astype(features.dtype)[:, None, None, None]
             features = features + absent * self.occlusion_spatial_embedding_parameter[0]
-        return features.astype(feature_dtype)
+        return features, pos
 
     def __call__(self, pixel_values):
         """Used by `init`: touches every parameter once."""
@@ -172,7 +187,8 @@ class Sam2VideoModule(Sam2ImageModule):
         (s0, s1, level2), pos = self.vision_features(pixel_values[:1])
         h, w, c = level2.shape[1:]
         m = cfg.memory_encoder_output_channels
-        pix = self.conditioned_features(level2, pos, jnp.zeros((1, 1, h * w, m)), jnp.zeros((1, 1), jnp.int32),
+        tokens = self.memory_spatial_pos(h, w).shape[0]
+        pix = self.conditioned_features(level2, pos, jnp.zeros((1, 1, tokens, m)), jnp.zeros((1, 1), jnp.int32),
                                         jnp.ones((1, 1), bool), jnp.zeros((1, 1, c)), jnp.zeros((1, 1), jnp.int32),
                                         jnp.ones((1, 1), bool), jnp.asarray(16), jnp.ones((1,), bool))
         size = cfg.image_size

@@ -28,7 +28,8 @@ from .. import processing
 from . import plan, tracker
 from ..config import Sam2VideoConfig
 from ..models.layers import antialias_bilinear_matrix
-from ..models.sam2_video import NO_OBJ_SCORE, Sam2VideoModule
+from ..models.edgetam_video import video_module
+from ..models.sam2_video import NO_OBJ_SCORE
 
 
 class Prompts(NamedTuple):
@@ -226,11 +227,11 @@ def propagate(params, config: Sam2VideoConfig, frames, prompts: Prompts, *, reve
 def _propagate(params, config, frames, prompts, num_frames, *, reverse, both_directions, objects_axis=None):
     """`propagate` after the checks. objects_axis: the mesh axis that splits the objects when this runs
     per device under `shard_map` (`sharding`): the start frame is then agreed over it."""
-    module = Sam2VideoModule(config)
+    module = video_module(config)  # SAM 2's or EdgeTAM's, by the config
     dtype = jax.tree_util.tree_leaves(params)[0].dtype
     n, p = prompts.frame_idx.shape
     prompts = _sorted_by_frame(prompts)
-    state = tracker.init_state(tracker.BankShape.for_config(config, n, p))
+    state = tracker.init_state(tracker.BankShape.for_config(config, n, p, dtype))
 
     def encode(t):
         pixels = prepare(config, jax.lax.dynamic_slice_in_dim(frames, t, 1)).astype(dtype)
@@ -282,7 +283,7 @@ def _prompt_step_inputs(config: Sam2VideoConfig, prompts: Prompts, slot, prompte
     is_mask = prompted & (prompts.has_mask[rows, slot] if prompts.has_mask is not None else False)
     multimask = _multimask(config, True, num_points)
     return _step_inputs(use_memory=jnp.zeros(n, bool), is_mask_prompt=is_mask, multimask=multimask,
-                        points=points, labels=labels, point_mask=real, binarize=jnp.asarray(True),
+                        points=points, labels=labels, point_mask=real, binarize=jnp.ones(n, bool),
                         lookup=plan.no_memory_lookup(n, num_slots, config.max_object_pointers_in_encoder),
                         write_cond_slot=jnp.where(prompted, slot, num_slots),
                         write_recent_slot=jnp.full(n, config.max_object_pointers_in_encoder))
@@ -401,7 +402,7 @@ def _tracked_frames(module, params, config, cond_frames, state, cond, num_frames
         inputs = _step_inputs(
             lookup, use_memory=jnp.ones(n, bool), is_mask_prompt=jnp.zeros(n, bool),
             multimask=jnp.full(n, _multimask(config, False, 0)), points=jnp.zeros((n, 1, 2), jnp.float32),
-            labels=jnp.full((n, 1), -1, jnp.int32), point_mask=jnp.ones((n, 1), bool), binarize=jnp.asarray(False),
+            labels=jnp.full((n, 1), -1, jnp.int32), point_mask=jnp.ones((n, 1), bool), binarize=jnp.zeros(n, bool),
             write_cond_slot=jnp.full(n, p), write_recent_slot=slot)
         state, out = tracker.track_step(module, params, state, encode(t), inputs)
         ring_frames = ring_frames.at[rows, slot].set(t, mode="drop")

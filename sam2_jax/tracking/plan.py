@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..config import Sam2VideoConfig
+from ..config import EdgeTamVideoConfig, Sam2VideoConfig
 from . import tracker
 from .tracker import MIN_SESSION_POINTS, NUM_RECENT, BankShape, prompt_bucket
 
@@ -210,14 +210,16 @@ class SessionPlan:
     device slots from the host archive when needed), and the bookkeeping after it (`advance`, `record`).
     It reads and writes the session's objects, its device bank `_state` and its slot mirror `_planner`."""
 
-    def __init__(self, config: Sam2VideoConfig, session):
+    def __init__(self, config: Sam2VideoConfig, session, dtype=jnp.float32):
+        """`dtype`: the model's compute dtype (EdgeTAM's bank stores its memories in it)."""
         self.config = config
         self.session = session
+        self.dtype = dtype
 
     def bank_shape(self, num_objects: int) -> BankShape:
         """The device bank for `num_objects` objects: `tracker.object_bucket` rows."""
         return BankShape.for_config(self.config, tracker.object_bucket(num_objects),
-                                    self.session.max_conditioning_frames)
+                                    self.session.max_conditioning_frames, self.dtype)
 
     def ensure_bank(self):
         """Create the device bank and its mirror, or grow both when objects were added since. The bank is
@@ -226,6 +228,7 @@ class SessionPlan:
         n = session.get_obj_num()
         shape = self.bank_shape(n)
         if session._state is None:
+            session._memory_batch_first = isinstance(self.config, EdgeTamVideoConfig)  # `get_output`'s layout
             session._state = jax.device_put(tracker.init_state(shape, xp=np))
             session._planner = MemoryPlanner(shape, self.config.num_maskmem, n)
         elif len(session._planner.cond_frames) < n:
@@ -314,11 +317,19 @@ class SessionPlan:
             is_mask_prompt=np.array([p.mask is not None for p in steps]),
             multimask=np.array([p.multimask for p in steps]),
             points=points, labels=labels, point_mask=point_mask,
-            binarize=np.array(any(p.from_prompt for p in steps if p.ran)),
+            binarize=self._binarize(steps),
             max_pointers=np.int32(max_pointers),
             write_cond_slot=np.array([p.write_cond_slot for p in steps], np.int32),
             write_recent_slot=np.array([p.write_recent_slot for p in steps], np.int32), objects=np.int32(live),
             **{key: np.stack([r[key] for r in rows]) for key in rows[0]})
+
+    def _binarize(self, steps: list[ObjectStep]) -> np.ndarray:
+        """Per object, whether its mask is binarised for memory: transformers' SAM 2 encodes all objects'
+        memories together, binarised if any object that ran was prompted; EdgeTAM encodes each object's own,
+        binarised if it was prompted."""
+        if isinstance(self.config, EdgeTamVideoConfig):
+            return np.array([p.ran and p.from_prompt for p in steps])
+        return np.full(len(steps), any(p.from_prompt for p in steps if p.ran))
 
     def plan_scan(self, frames: list[int], reverse: bool) -> list[tuple[int, list[ObjectStep], tracker.StepInputs]]:
         """The leading `frames` that can run as one scan: tracked frames (no prompts) whose memories are in the
@@ -427,7 +438,7 @@ class SessionPlan:
         session = self.session
         track, state = session._objects[obj], session._state
         selected = self._cond_selection(obj, frame_idx)
-        feats = np.zeros(state.cond_features.shape[1:], jnp.bfloat16)
+        feats = np.zeros(state.cond_features.shape[1:], state.cond_features.dtype)
         ptrs = np.zeros(state.cond_pointers.shape[1:], np.float32)
         for slot, f in enumerate(selected):
             feats[slot], ptrs[slot] = track.cond_memories[f]
@@ -444,7 +455,7 @@ class SessionPlan:
             raise ValueError(f"frame_idx: tracking frame {frame_idx} needs the memories of frames {missing}, which "
                              "were not kept (create the session with keep_memory_archive=True)")
         state = session._state
-        feats = np.zeros(state.recent_features.shape[1:], jnp.bfloat16)
+        feats = np.zeros(state.recent_features.shape[1:], state.recent_features.dtype)
         ptrs = np.zeros(state.recent_pointers.shape[1:], np.float32)
         frames = [-1] * planner.shape.ring
         for slot, f in enumerate(needed):

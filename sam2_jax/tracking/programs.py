@@ -26,8 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..config import Sam2VideoConfig
-from ..models.sam2_video import Sam2VideoModule
+from ..config import EdgeTamVideoConfig, Sam2VideoConfig
+from ..models.edgetam_video import video_module
 from . import tracker
 from .tracker import MIN_SESSION_POINTS, NUM_RECENT, BankShape, StepInputs
 
@@ -48,9 +48,9 @@ class ProgramSet:
 
     scan_length = 8  # frames per `scan` (each scan is one dispatch)
 
-    def __init__(self, config: Sam2VideoConfig, dtype):
+    def __init__(self, config: Sam2VideoConfig | EdgeTamVideoConfig, dtype):
         self.config, self.dtype = config, jnp.dtype(dtype)
-        module = Sam2VideoModule(config)
+        module = video_module(config)  # SAM 2's or EdgeTAM's, by the config
         self._jitted = {
             "encode": jax.jit(functools.partial(tracker.encode_frames_apart, module)),
             "step": jax.jit(functools.partial(tracker.track_step, module), donate_argnums=(1,)),
@@ -106,7 +106,7 @@ class ProgramSet:
         features = jax.eval_shape(self._jitted["encode"], params, pixels)[0]
         rows = tracker.object_bucket(1)
         while True:
-            shape = BankShape.for_config(self.config, rows, conditioning_frames)
+            shape = BankShape.for_config(self.config, rows, conditioning_frames, self.dtype)
             state = jax.eval_shape(lambda: tracker.init_state(shape))
             inputs = abstract_step_inputs(shape, MIN_SESSION_POINTS, 1)
             masks = jax.ShapeDtypeStruct((rows, size, size, 1), bool)
@@ -179,7 +179,7 @@ def abstract_step_inputs(shape: BankShape, points: int, cond: int) -> StepInputs
     return StepInputs(
         use_memory=of(bool, n), is_mask_prompt=of(bool, n), multimask=of(bool, n),
         points=of(np.float32, n, points, 2), labels=of(np.int32, n, points), point_mask=of(bool, n, points),
-        binarize=of(bool), cond_index=of(np.int32, n, cond), cond_mask=of(bool, n, cond),
+        binarize=of(bool, n), cond_index=of(np.int32, n, cond), cond_mask=of(bool, n, cond),
         recent_index=of(np.int32, n, NUM_RECENT), recent_mask=of(bool, n, NUM_RECENT),
         pointer_cond_mask=of(bool, n, cond), pointer_cond_offset=of(np.int32, n, cond),
         pointer_index=of(np.int32, n, pointers), pointer_mask=of(bool, n, pointers), max_pointers=of(np.int32),
@@ -190,7 +190,7 @@ _SETS: dict[tuple, ProgramSet] = {}
 _SETS_LOCK = threading.Lock()
 
 
-def program_set(config: Sam2VideoConfig, dtype) -> ProgramSet:
+def program_set(config: Sam2VideoConfig | EdgeTamVideoConfig, dtype) -> ProgramSet:
     """The process's `ProgramSet` of a config and dtype (made on first use)."""
     key = (config, jnp.dtype(dtype))
     with _SETS_LOCK:

@@ -9,7 +9,9 @@ pointers of t-1..t-15, skipping the ones it lacks) is decided on the host by `pl
 the frame index of every slot, and handed to the step as index arrays. The step itself only gathers,
 attends, decodes, encodes and scatters, so its shapes never change with the video length or the number of
 clicks. This module is the device side only; it never imports `plan` (the host side sits above it).
-Shapes: N objects, Cc conditioning slots, R ring slots, L = h*w tokens, M = 64, C = 256, K prompt points.
+Shapes: N objects, Cc conditioning slots, R ring slots, L tokens per memory (h*w for SAM 2, the perceiver's
+latents for EdgeTAM), M = 64, C = 256, K prompt points. The module is the config's (`edgetam_video.video_module`):
+its methods are called by name, so EdgeTAM's overrides run.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ..config import Sam2VideoConfig
+from ..config import EdgeTamVideoConfig, Sam2VideoConfig
+from ..models.edgetam_video import memory_feature_dtype, memory_tokens
 from ..models.sam2_video import Sam2VideoModule
 
 NUM_RECENT = 6  # num_maskmem - 1 tracked frames feed memory attention (transformers' constant is 7)
@@ -30,9 +33,9 @@ NUM_RECENT = 6  # num_maskmem - 1 tracked frames feed memory attention (transfor
 class TrackerState(NamedTuple):
     """The device memory bank; empty slots hold zeros and are never selected."""
 
-    cond_features: jax.Array  # (N, Cc, L, M) bfloat16
+    cond_features: jax.Array  # (N, Cc, L, M) `BankShape.feature_dtype` (bfloat16 for SAM 2)
     cond_pointers: jax.Array  # (N, Cc, C) float32
-    recent_features: jax.Array  # (N, R, L, M) bfloat16
+    recent_features: jax.Array  # (N, R, L, M) as cond_features
     recent_pointers: jax.Array  # (N, R, C) float32
 
     @property
@@ -50,7 +53,8 @@ class StepInputs(NamedTuple):
     points: Any  # (N, K, 2) float32, input pixels
     labels: Any  # (N, K) int32
     point_mask: Any  # (N, K) bool: real points (the rest is bucket padding)
-    binarize: Any  # () bool: binarise the masks for memory (any object prompted on this frame)
+    binarize: Any  # (N,) bool: binarise the mask for memory (SAM 2: any object prompted on this frame; EdgeTAM:
+    #                 this object prompted on it)
     cond_index: Any  # (N, Cu) int32: conditioning slots used, in insertion order (Cu = a bucket of the count)
     cond_mask: Any  # (N, Cu) bool: real entries of cond_index
     recent_index: Any  # (N, 6) int32 ring slot of frame t -/+ off for off = 6..1
@@ -87,7 +91,7 @@ def object_bucket(n: int) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class BankShape:
-    """Static sizes of the memory bank."""
+    """Static sizes of the memory bank, and the dtype of its memory features."""
 
     num_objects: int
     cond_capacity: int
@@ -95,18 +99,23 @@ class BankShape:
     tokens: int
     memory_dim: int
     hidden: int
+    feature_dtype: Any = jnp.dtype(jnp.bfloat16)
 
     @classmethod
-    def for_config(cls, config: Sam2VideoConfig, num_objects: int, cond_capacity: int) -> "BankShape":
-        """The bank's shapes for a model config, an object count and conditioning slots per object."""
-        h = config.prompt_encoder_config.image_embedding_size
-        return cls(num_objects, cond_capacity, config.max_object_pointers_in_encoder, h * h,
-                   config.memory_encoder_output_channels, config.vision_config.fpn_hidden_size)
+    def for_config(cls, config: Sam2VideoConfig | EdgeTamVideoConfig, num_objects: int, cond_capacity: int,
+                   dtype=jnp.float32) -> "BankShape":
+        """The bank's shapes for a model config, an object count and conditioning slots per object, for a model
+        of compute `dtype` (`edgetam_video.memory_feature_dtype`: SAM 2 stores bfloat16, EdgeTAM `dtype`)."""
+        return cls(num_objects, cond_capacity, config.max_object_pointers_in_encoder, memory_tokens(config),
+                   config.memory_encoder_output_channels, config.vision_config.fpn_hidden_size,
+                   memory_feature_dtype(config, dtype))
 
 
-def init_state(shape: BankShape, feature_dtype=jnp.bfloat16, xp=jnp) -> TrackerState:
-    """An empty bank; inference stores memory features in bfloat16 (training may keep its compute dtype).
-    `xp=np` makes it on the host (a session puts it on the device as it is, with no program to compile)."""
+def init_state(shape: BankShape, feature_dtype=None, xp=jnp) -> TrackerState:
+    """An empty bank, its memory features in `feature_dtype` (default `shape.feature_dtype`; training may keep
+    its compute dtype). `xp=np` makes it on the host (a session puts it on the device as it is, with no program
+    to compile)."""
+    feature_dtype = shape.feature_dtype if feature_dtype is None else feature_dtype
     n, cc, r = shape.num_objects, shape.cond_capacity, shape.ring
     return TrackerState(
         cond_features=xp.zeros((n, cc, shape.tokens, shape.memory_dim), feature_dtype),
@@ -129,7 +138,7 @@ def set_object_memories(state: TrackerState, obj, features, pointers, conditioni
 # --------------------------------------------------------------------------------------- device side
 def encode_frames(module: Sam2VideoModule, params, pixel_values):
     """pixel_values (T,H,W,3) normalised -> per-frame features (s0, s1, level2) and the level-2 sine PE."""
-    return module.apply({"params": params}, pixel_values, method=Sam2VideoModule.vision_features)
+    return module.apply({"params": params}, pixel_values, method="vision_features")
 
 
 def read_memory(state: TrackerState, lookup) -> tuple:
@@ -157,7 +166,7 @@ def read_memory(state: TrackerState, lookup) -> tuple:
 
 
 def write_memory(state: TrackerState, cond_slot, recent_slot, features, pointer) -> TrackerState:
-    """Store each object's features (N,h,w,M) and pointer (N,C) in its conditioning slot `cond_slot` (N,) or
+    """Store each object's features (N,h,w,M) or (N,L,M) and pointer (N,C) in its conditioning slot `cond_slot` (N,) or
     its ring slot `recent_slot` (N,); a slot past the end stores nothing."""
     n = features.shape[0]
     flat = features.reshape(n, -1, features.shape[-1])
@@ -176,7 +185,8 @@ def track_step(module: Sam2VideoModule, params, state: TrackerState, features, i
 
     features: ((s0 (1,4h,4w,C/8), s1 (1,2h,2w,C/4), level2 (1,h,w,C)), level2 PE (h,w,C)) of the frame;
     mask_inputs (N,H,W,1) or None. Returns (new state, outputs dict with pred_masks (N,4h,4w),
-    object_score_logits (N,), object_pointer (N,C), maskmem_features (N,h,w,M) bf16, iou_scores (N,)).
+    object_score_logits (N,), object_pointer (N,C), maskmem_features (N,h,w,M) for SAM 2 or (N,L,M) for EdgeTAM
+    in the bank's dtype, iou_scores (N,)).
 
     On the CPU the objects run one at a time, in a loop over the `inputs.objects` live rows (inert rows cost
     nothing; their outputs are zeros): XLA:CPU's batched matmuls measured 26% (memory attention) to 40% (memory
@@ -213,12 +223,12 @@ def _track_objects(module: Sam2VideoModule, params, state: TrackerState, feature
     level2_n = jnp.broadcast_to(level2, (n, h, w, c))
     apply = functools.partial(module.apply, {"params": params})
     pix = apply(level2_n, pos, *read_memory(state, inputs._asdict()), inputs.max_pointers, inputs.use_memory,
-                method=Sam2VideoModule.conditioned_features)
+                method="conditioned_features")
     pix = jnp.where(inputs.is_mask_prompt[:, None, None, None], level2_n, pix)  # raw features for mask prompts
     out = apply((s0, s1), pix, inputs.points, inputs.labels, inputs.point_mask, inputs.multimask, mask_inputs,
-                inputs.is_mask_prompt, method=Sam2VideoModule.segment)
+                inputs.is_mask_prompt, method="segment")
     memory_features = apply(level2_n, out.pop("high_res_masks"), out["object_score_logits"], inputs.binarize,
-                            method=Sam2VideoModule.encode_memory)
+                            state.cond_features.dtype, method="encode_memory")
     state = write_memory(state, inputs.write_cond_slot, inputs.write_recent_slot, memory_features,
                          out["object_pointer"])
     out["maskmem_features"] = memory_features

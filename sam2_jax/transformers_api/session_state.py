@@ -6,7 +6,8 @@ in device slots that mirror a host archive); these methods read and write that s
 - point inputs {"point_coords": (1,1,K,2) float, "point_labels": (1,1,K) int} in model-input pixels;
 - mask inputs (1,1,S,S) float;
 - outputs per frame: "pred_masks" (1,1,h,w) logits, "object_score_logits" (1,1,1), "object_pointer" (1,1,C),
-  "maskmem_features" (h*w,1,M) bfloat16 (transformers' layout). transformers' "maskmem_pos_enc" (it follows
+  "maskmem_features" in transformers' layouts: (h*w,1,M) bfloat16 for SAM 2, (1,L,M) in the model's dtype for
+  EdgeTAM (L = the perceiver's latents, 512). transformers' "maskmem_pos_enc" (it follows
   from the config) and "high_res_masks" (used within a call) are not kept: `store_output` accepts them in a
   dict and drops them, `get_output` says they are not kept.
 A write changes what later calls see as it does in transformers: a stored memory or pointer is the one later
@@ -250,7 +251,8 @@ class SessionStateAccess:
             out["object_score_logits"] = jnp.full((1, 1, 1), stored[1], jnp.float32)
         if memory is not None:
             features, pointer = memory
-            out["maskmem_features"] = jnp.asarray(features)[:, None, :]
+            features = jnp.asarray(features)
+            out["maskmem_features"] = features[None] if self._memory_batch_first else features[:, None, :]
             out["object_pointer"] = jnp.asarray(pointer, jnp.float32)[None, None]
         return out
 
@@ -268,12 +270,12 @@ class SessionStateAccess:
             if score.size != 1:
                 raise ValueError(f"output_value['object_score_logits']: expected shape (1, 1, 1), got {score.shape}")
             out["object_score_logits"] = float(score.reshape(()))
-        features = np.asarray(jnp.asarray(values["maskmem_features"], jnp.bfloat16))
-        memory_dim, pointer_dim = self._memory_shape()
-        tokens = (s // 4) ** 2
-        if features.shape not in ((tokens, 1, memory_dim), (tokens, memory_dim)):
-            raise ValueError(f"output_value['maskmem_features']: expected shape ({tokens}, 1, {memory_dim}) "
-                             f"(transformers' layout), got {features.shape}")
+        tokens, memory_dim, pointer_dim, dtype = self._memory_layout()
+        features = np.asarray(jnp.asarray(values["maskmem_features"], dtype))
+        layout = (1, tokens, memory_dim) if self._memory_batch_first else (tokens, 1, memory_dim)
+        if features.shape not in (layout, (tokens, memory_dim)):
+            raise ValueError(f"output_value['maskmem_features']: expected shape {layout} (transformers' layout), "
+                             f"got {features.shape}")
         pointer = np.asarray(values["object_pointer"], np.float32)
         if pointer.size != pointer_dim or pointer.ndim not in (1, 2, 3):
             raise ValueError(f"output_value['object_pointer']: expected shape (1, 1, {pointer_dim}), got "
@@ -282,14 +284,16 @@ class SessionStateAccess:
         out["object_pointer"] = pointer.reshape(-1)
         return out
 
-    def _memory_shape(self) -> tuple[int, int]:
-        """(memory channels, pointer width) of this session's memories: from a stored one, else its bank."""
+    def _memory_layout(self) -> tuple[int, int, int, np.dtype]:
+        """(tokens, memory channels, pointer width, feature dtype) of this session's memories: from its bank,
+        else a stored one."""
+        if self._state is not None:
+            _, _, tokens, memory_dim = self._state.cond_features.shape
+            return tokens, memory_dim, self._state.cond_pointers.shape[-1], self._state.cond_features.dtype
         for track in self._objects:
             for memory in (*track.cond_memories.values(), *track.memories.values()):
                 if memory is not None:
-                    return memory[0].shape[-1], memory[1].shape[-1]
-        if self._planner is not None:
-            return self._planner.shape.memory_dim, self._planner.shape.hidden
+                    return (*memory[0].shape, memory[1].shape[-1], memory[0].dtype)
         raise ValueError("store_output: the session has not run the model yet, so the memory's shape is unknown; "
                          "run the model on a frame first")
 

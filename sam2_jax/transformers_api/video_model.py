@@ -17,9 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import processing, runtime
-from ..config import Sam2VideoConfig
+from ..config import EdgeTamVideoConfig, Sam2VideoConfig
 from ..io.frames import VideoError
-from ..models.sam2_video import Sam2VideoModule
+from ..models.edgetam_video import video_module
 from ..tracking.plan import SessionPlan, mask_prompts
 from ..tracking.programs import WarmUp, program_set
 from .image import ModelOutput, PretrainedModel, _cast_floats
@@ -47,18 +47,24 @@ class Sam2VideoModel(VideoFeatures, PretrainedModel):
     weights are read-only and its jitted steps are JAX's (thread-safe; the first calls of two threads may
     both compile a program, once each). All tracking state lives in the session, so one session must be
     used by one thread at a time.
+
+    An EdgeTAM config or checkpoint (model_type "edgetam_video") gives the EdgeTAM video model
+    (`models.edgetam_video.EdgeTamVideoModule`), through the same session, programs and tracker
+    (see `EdgeTamVideoModel`).
     """
 
-    module_class = Sam2VideoModule
+    module_class = staticmethod(video_module)  # the config's module: SAM 2's or EdgeTAM's
     model_type = "sam2_video"
     accepted_model_types = ("sam2_video",)
+    edgetam_model_type = "edgetam_video"
+    edgetam_accepted_model_types = ("edgetam_video",)
 
-    def __init__(self, config: Sam2VideoConfig, params: dict[str, Any] | None = None, dtype=jnp.float32,
-                 seed: int = 0):
+    def __init__(self, config: Sam2VideoConfig | EdgeTamVideoConfig, params: dict[str, Any] | None = None,
+                 dtype=jnp.float32, seed: int = 0):
         self.config = self._own_config(config)
         self.dtype = jnp.dtype(dtype)
         self.params = _cast_floats(self.init_params(self.config, seed) if params is None else params, self.dtype)
-        self.module = Sam2VideoModule(self.config)
+        self.module = video_module(self.config)
         self.programs = program_set(self.config, self.dtype)
         runtime.default_compile_cache()
 
@@ -215,7 +221,7 @@ class Sam2VideoModel(VideoFeatures, PretrainedModel):
 
     def _run_frame(self, session, frame_idx: int, reverse: bool, run_mem_encoder: bool, lookahead=()):
         """transformers `forward` on one frame: its per-object state machine, then one batched jitted step."""
-        plan = SessionPlan(self.config, session)
+        plan = SessionPlan(self.config, session, self.dtype)
         steps = plan.plan_frame(frame_idx, reverse)
         features = self._features(session, frame_idx, lookahead)
         plan.ensure_bank()
@@ -236,7 +242,7 @@ class Sam2VideoModel(VideoFeatures, PretrainedModel):
             features = [self._features(session, f, order) for f in frames]
         except VideoError:
             return []  # a damaged frame ahead: frame by frame, so the frames before it are tracked
-        plan = SessionPlan(self.config, session)
+        plan = SessionPlan(self.config, session, self.dtype)
         plan.ensure_bank()
         planned = plan.plan_scan(frames, reverse)
         if not planned:
@@ -260,3 +266,12 @@ class Sam2VideoModel(VideoFeatures, PretrainedModel):
         return Sam2VideoSegmentationOutput(  # shaped on the host and put on the device: no program of their own
             object_ids=session.obj_ids, pred_masks=jax.device_put(np.asarray(pred_masks)[:, None]),
             object_score_logits=jax.device_put(np.asarray(scores)[:, None]), frame_idx=frame_idx)
+
+
+class EdgeTamVideoModel(Sam2VideoModel):
+    """EdgeTAM video tracking, mirroring transformers `EdgeTamVideoModel`: `Sam2VideoModel` restricted to EdgeTAM
+    configs and checkpoints (model_type "edgetam_video"). Sessions, processors and every flow are SAM 2's."""
+
+    model_type = "edgetam_video"
+    accepted_model_types = ()
+    edgetam_accepted_model_types = ("edgetam_video",)

@@ -177,6 +177,7 @@ class Sam2VideoInferenceSession(SessionStateAccess):
         self.obj_with_new_inputs: list = []
         self._state = None
         self._planner = None
+        self._memory_batch_first = False  # transformers' memory layout: EdgeTAM's (1,L,M), SAM 2's (L,1,M)
 
     def reset_inference_session(self):
         """`reset_tracking_data` and also clear the vision features cache."""
@@ -240,3 +241,6 @@ class Sam2VideoInferenceSession(SessionStateAccess):
             raise ValueError(f"{name}: expected a streamed frame still kept ({sorted(self.streamed_frames)}) or the "
                              f"next one ({self.num_streamed}), got {frame_idx}")
         return int(frame_idx)
+
+
+EdgeTamVideoInferenceSession = Sam2VideoInferenceSession  # transformers' EdgeTAM session: the same bookkeeping
