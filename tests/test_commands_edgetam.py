@@ -1,4 +1,4 @@
-"""`sam2-jax info` and `sam2-jax segment` on an EdgeTAM checkpoint folder: a small random transformers
+"""`sam2-jax info`, `segment` and `track` on an EdgeTAM checkpoint folder: a small random transformers
 `EdgeTamVideoModel` (128 px) written by `save_pretrained`; segment's mask is the one sam2-jax's `EdgeTamModel` and
 `Sam2Processor` give when called directly."""
 
@@ -10,7 +10,7 @@ import torch
 import transformers
 from PIL import Image
 
-from sam2_jax import EdgeTamModel, Sam2Processor
+from sam2_jax import EdgeTamModel, Sam2Processor, Sam2VideoModel, Sam2VideoProcessor
 from sam2_jax.commands.demo import interior_point
 from sam2_jax.commands.main import main
 from sam2_jax.config import EdgeTamVideoConfig, replace
@@ -73,3 +73,28 @@ def test_segment_gives_the_edgetam_image_models_mask(folder, prompt, tmp_path, c
     best = int(np.argmax(outputs.iou_scores[0, 0]))
     written = np.asarray(Image.open(tmp_path / "out" / "png" / "img" / "0.png")) == 255
     np.testing.assert_array_equal(written, masks[best])
+
+
+def test_track_writes_the_edgetam_sessions_masks(folder, tmp_path, capsys):
+    """`sam2-jax track --model DIR` on EdgeTAM, from a mask prompt: the masks it writes are the video session's,
+    binarised (the prompted frame's is the prompt itself, so the comparison is not of empty masks only)."""
+    clip = generate_clip(2, 4, 96, 128, max_objects=1, min_objects=1)
+    (tmp_path / "frames").mkdir()
+    for t, frame in enumerate(clip.frames):
+        Image.fromarray(frame).save(tmp_path / "frames" / f"{t:05d}.png")
+    Image.fromarray(clip.masks[0, 0].astype(np.uint8) * 255).save(tmp_path / "mask.png")
+    assert main(["track", str(tmp_path / "frames"), "--model", str(folder), "--obj", "1", "--mask",
+                 str(tmp_path / "mask.png"), "--out", str(tmp_path / "out"), "--format", "sav",
+                 "--compile-cache", "off"]) == 0
+    assert "tracked 4 frames" in capsys.readouterr().out
+    (obj_folder,) = (tmp_path / "out" / "sav" / "frames").iterdir()  # one folder per object: 001
+    written = np.stack([np.asarray(Image.open(png)) == 1 for png in sorted(obj_folder.glob("*.png"))])
+
+    model, processor = Sam2VideoModel.from_pretrained(folder), Sam2VideoProcessor.from_pretrained(folder)
+    assert model.config.model_type == "edgetam_video"
+    session = processor.init_video_session(video=clip.frames)
+    processor.add_inputs_to_inference_session(session, frame_idx=0, obj_ids=1, input_masks=[clip.masks[0, 0]])
+    expected = [np.asarray(processor.post_process_masks([out.pred_masks], [(96, 128)])[0]).reshape(96, 128)
+                for out in model.propagate_in_video_iterator(session, start_frame_idx=0)]
+    np.testing.assert_array_equal(written, np.stack(expected))
+    assert written[0].any()
