@@ -16,7 +16,7 @@ import torch
 import transformers
 from PIL import Image
 
-from sam2_jax import EdgeTamModel, Sam2Processor, Sam2VideoModel, Sam2VideoProcessor
+from sam2_jax import EdgeTamModel, Sam2AutomaticMaskGenerator, Sam2Processor, Sam2VideoModel, Sam2VideoProcessor
 from sam2_jax.commands.demo import interior_point
 from sam2_jax.commands.main import main
 from sam2_jax.config import EdgeTamVideoConfig, replace
@@ -89,6 +89,22 @@ def test_segment_gives_the_edgetam_image_models_mask(folder, prompt, tmp_path, c
     written = np.asarray(Image.open(tmp_path / "out" / "png" / "img" / "0.png")) == 255
     np.testing.assert_array_equal(written, masks[best])
 
+
+
+def test_segment_auto_writes_the_generators_masks(folder, tmp_path, capsys):
+    """`sam2-jax segment --auto --model DIR` on EdgeTAM: one PNG per mask, the automatic generator's masks on
+    `EdgeTamModel.from_pretrained(DIR)`, in its order."""
+    image = tmp_path / "img.png"
+    Image.fromarray(CLIP.frames[0]).save(image)
+    settings = dict(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0)
+    flags = [arg for name, value in settings.items() for arg in (f"--{name.replace('_', '-')}", str(value))]
+    assert main(["segment", str(image), "--model", str(folder), "--auto", *flags, "--out", str(tmp_path / "out")]) == 0
+    expected = Sam2AutomaticMaskGenerator(EdgeTamModel.from_pretrained(folder), **settings).generate(CLIP.frames[0])
+    assert f"segmented {len(expected)} mask(s)" in capsys.readouterr().out and len(expected) >= 2
+    for i, record in enumerate(expected):
+        written = np.asarray(Image.open(tmp_path / "out" / "png" / "img" / f"{i}.png")) == 255
+        np.testing.assert_array_equal(written, record["segmentation"])
+    assert not (tmp_path / "out" / "png" / "img" / f"{len(expected)}.png").exists()
 
 def test_track_writes_the_edgetam_sessions_masks(folder, tmp_path, capsys):
     """`sam2-jax track --model DIR` on EdgeTAM, from a mask prompt: the masks it writes are the video session's,
