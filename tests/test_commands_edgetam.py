@@ -1,7 +1,7 @@
-"""`sam2-jax info`, `segment`, `track`, `batch` and `app` on an EdgeTAM checkpoint folder: a small random
-transformers `EdgeTamVideoModel` (128 px) written by `save_pretrained`; segment's mask is the one sam2-jax's
-`EdgeTamModel` and `Sam2Processor` give when called directly, track's and the app's are the video session's, and
-batch's (the functional path) are track's."""
+"""`sam2-jax info`, `segment`, `track`, `batch` and `app` on an EdgeTAM checkpoint folder, and `train`'s refusal of
+one: a small random transformers `EdgeTamVideoModel` (128 px) written by `save_pretrained`; segment's masks are
+the ones sam2-jax's `EdgeTamModel` and `Sam2Processor` (or the automatic generator) give when called directly,
+track's and the app's are the video session's, and batch's (the functional path) are track's."""
 
 from __future__ import annotations
 
@@ -130,6 +130,15 @@ def test_track_writes_the_edgetam_sessions_masks(folder, tmp_path, capsys):
     np.testing.assert_array_equal(written, np.stack(expected))
     assert written[0].any()
 
+
+
+@pytest.mark.parametrize("option", ["--config", "--init"])
+def test_train_refuses_edgetam_in_one_line(folder, option, tmp_path, capsys):
+    """Training is SAM 2 only: an EdgeTAM folder as the config or the starting weights is a clear error."""
+    assert main(["train", option, str(folder), "--steps", "1", "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "(training is SAM 2 only), got EdgeTAM's" in err
+    assert not (tmp_path / "out").exists()
 
 def _frames_folder(path, clip):
     path.mkdir()
