@@ -1,7 +1,8 @@
 """The automatic mask generator and the prompt-free tracker on EdgeTAM.
 
-No original EdgeTAM package exists, and transformers' mask-generation pipeline is SAM 1's algorithm (not sam2's
-`SAM2AutomaticMaskGenerator`, which `Sam2AutomaticMaskGenerator` reproduces). The reference here is the original
+No original EdgeTAM package exists, and transformers' mask-generation pipeline, which runs `EdgeTamModel`, is its
+own algorithm (SAM 1's pipeline: other preprocessing, filters and NMS), not sam2's `SAM2AutomaticMaskGenerator`
+that `Sam2AutomaticMaskGenerator` reproduces. The reference here is the original
 sam2 generator with its image predictor running transformers' `EdgeTamModel` (`EdgeTamPredictor`: the predictor's
 own preprocessing and post-processing, transformers' encoder, prompt encoder and mask decoder), every parameter
 randomised (RepViT's BatchNorm statistics included), at 256 px, on test_automatic's image and settings; the
