@@ -1,7 +1,7 @@
 """Throughput of batched propagation (`sharding.propagate_videos`) over 1, 2, 4, 8 devices, and its overhead
 against the session (`Sam2VideoModel`) on the same work.
 
-    python -m benchmarks.batch [--config small|tiny] [--image-size S] [--videos 8] [--frames 16]
+    python -m benchmarks.batch [--config small|tiny|edgetam] [--image-size S] [--videos 8] [--frames 16]
         [--height 96] [--width 128] [--objects 2] [--devices 1,2,4,8] [--rounds 1] [--no-session]
         [--note TEXT] [--out benchmarks/results/]
 
@@ -30,19 +30,19 @@ import time
 
 import numpy as np
 
-from .common import describe, in_fresh_process, machine, markdown_table, moving_shapes, save
+from .common import config_named, describe, in_fresh_process, machine, markdown_table, moving_shapes, save
 
-CONFIGS = {"small": "small", "tiny": "sam2.1-hiera-tiny"}
+CONFIGS = {"small": "small", "tiny": "sam2.1-hiera-tiny", "edgetam": "edgetam"}
 
 
 def _config(name: str, image_size: int | None):
-    from sam2_jax.config import Sam2VideoConfig, small_config
+    from sam2_jax.config import small_config
 
     if name == "small":
         return small_config(image_size=image_size or 256)
     if image_size is not None:
         raise ValueError(f"--image-size: only the small config takes one, got {image_size} with --config {name}")
-    return Sam2VideoConfig.from_preset(CONFIGS[name])
+    return config_named(CONFIGS[name])
 
 
 def videos(count: int, frames: int, height: int, width: int, objects: int) -> list[tuple[np.ndarray, list]]:
@@ -197,7 +197,8 @@ def report(results: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", choices=sorted(CONFIGS), default="small",
-                        help="small (9 M parameters) or tiny (sam2.1-hiera-tiny, 1024 px)")
+                        help="small (9 M parameters), tiny (sam2.1-hiera-tiny, 1024 px) or edgetam (the released "
+                             "EdgeTAM, 1024 px)")
     parser.add_argument("--image-size", type=int, help="input size of the small config (default: 256)")
     parser.add_argument("--videos", type=int, default=8)
     parser.add_argument("--frames", type=int, default=16,

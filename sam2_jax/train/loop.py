@@ -30,7 +30,8 @@ import optax
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from .. import weights
-from ..config import HieraConfig, MaskDecoderConfig, PromptEncoderConfig, Sam2VideoConfig, VisionConfig, replace
+from ..config import (EdgeTamConfig, EdgeTamVideoConfig, HieraConfig, MaskDecoderConfig, PromptEncoderConfig,
+                      Sam2VideoConfig, VisionConfig, replace)
 from ..io.evaluation import evaluate_sequence, region_similarity
 from ..models.sam2_video import Sam2VideoModule
 from ..transformers_api.video_model import Sam2VideoModel
@@ -86,6 +87,9 @@ def build_config(name: str, image_size: int | None = None) -> Sam2VideoConfig:
         config = Sam2VideoConfig.from_json_file(name)
     else:
         config = Sam2VideoConfig.from_preset(name)
+    if isinstance(config, (EdgeTamConfig, EdgeTamVideoConfig)):  # its perceiver and RepViT have no training path here
+        raise ValueError(f"config: expected a SAM 2 or SAM 2.1 config (training is SAM 2 only), got EdgeTAM's "
+                         f"({name!r}, model_type {config.model_type!r})")
     config = replace(config, model_type="sam2_video")
     return with_image_size(config, image_size) if image_size else config
 
@@ -244,6 +248,9 @@ def save_training(folder, state: TrainState, config: Sam2VideoConfig, settings: 
 def load_params(folder, config: Sam2VideoConfig):
     """Strictly load the params of a checkpoint folder for `config`."""
     saved = weights.read_config(folder)
+    if isinstance(saved, (EdgeTamConfig, EdgeTamVideoConfig)):
+        raise ValueError(f"checkpoint: expected a SAM 2 or SAM 2.1 checkpoint (training is SAM 2 only), got EdgeTAM's "
+                         f"({str(folder)!r}, model_type {saved.model_type!r})")
     if saved != replace(config, model_type=saved.model_type):
         raise ValueError(f"checkpoint: the config in {str(folder)!r} differs from the training config")
     return weights.state_dict_to_params(weights.read_state_dict(folder), Sam2VideoModel.abstract_params(config))
