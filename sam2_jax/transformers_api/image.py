@@ -117,8 +117,8 @@ class PretrainedModel:
 
     @classmethod
     def from_config(cls, config: Sam2Config | Sam2VideoConfig, seed: int = 0, dtype=jnp.float32):
-        """A model with random weights (`weights.random_params`: random kernels and embeddings, zero biases, unit norm scales), for tests,
-        demos and training; `Model(config)` gives transformers' initialisation instead."""
+        """A model with random weights (`weights.random_params`: random kernels and embeddings, zero biases, unit
+        norm scales), for tests, demos and training; `Model(config)` gives transformers' initialisation instead."""
         return cls(config, weights.random_params(cls.abstract_params(config), seed), dtype)
 
     @classmethod
