@@ -15,7 +15,7 @@ import transformers
 from reference import assert_close, randomize_, to_numpy
 from test_edgetam_image import randomize_backbone_
 from test_functional import FLOWS, check_propagate
-from test_video_model import SIZE, Pair, _video, pts, run_flow
+from test_video_model import SIZE, Pair, _run, _video, pts, run_flow
 from transformers.models.sam2_video.video_processing_sam2_video import Sam2VideoVideoProcessor
 
 from sam2_jax import EdgeTamVideoInferenceSession, EdgeTamVideoModel, Sam2VideoModel, Sam2VideoProcessor, weights
@@ -261,3 +261,31 @@ def test_memories_match_transformers_and_the_accessors(pair):
 def test_functional_propagate_matches_the_session_and_transformers(pair, flow):
     """`functional.propagate` on EdgeTAM against the session and transformers (test_functional's check)."""
     check_propagate(pair, np.stack(video(seed=2)), f"edgetam functional {flow}", *FLOWS[flow])
+
+
+def test_bfloat16_tracks_as_transformers_float32(pair):
+    """EdgeTAM in bfloat16 (the model and the session, as GPU users run it) against transformers' float32: the
+    objects' presence is the same on every frame, and the masks' signs agree wherever transformers' logit is
+    clear of zero (random weights give logits below one, where bfloat16's rounding flips the near-zero pixels)."""
+    actions = [("add", TWO_OBJECTS), ("forward", 0), ("propagate", {})]
+    with torch.no_grad():
+        hf_session = pair.hf_processor.init_video_session(video=video(), inference_device="cpu")
+        expected = _run(pair.hf, pair.hf_processor, hf_session, copy.deepcopy(actions), hf=True)
+    model = EdgeTamVideoModel.from_pretrained(pair.folder, dtype=jnp.bfloat16)
+    assert model.params["spatial_perceiver"]["latents_2d"].dtype == jnp.bfloat16
+    session = pair.processor.init_video_session(video=video(), dtype=jnp.bfloat16)
+    got = _run(model, pair.processor, session, copy.deepcopy(actions), hf=False)
+    assert [o.frame_idx for o in got] == [o.frame_idx for o in expected] and len(got) == NUM_FRAMES + 1
+    worst, present = 1.0, 0
+    for ours, ref in zip(got, expected):
+        a, b = np.asarray(ours.pred_masks, np.float32), to_numpy(ref.pred_masks)
+        np.testing.assert_array_equal((a > 0).any(axis=(1, 2, 3)), (b > 0).any(axis=(1, 2, 3)),
+                                      err_msg=f"frame {ref.frame_idx}: presence")
+        present += int((b > 0).any(axis=(1, 2, 3)).sum())
+        shown = b > -1000
+        clear = shown & (np.abs(b) > 0.05 * np.abs(b[shown]).max()) if shown.any() else shown
+        if clear.any():
+            worst = min(worst, float(((a > 0) == (b > 0))[clear].mean()))
+    print(f"EdgeTAM bfloat16 vs transformers float32: {present} present object masks, signs agree on "
+          f"{worst:.5f} of the clear pixels (worst frame)")
+    assert present > 0 and worst >= 0.999
