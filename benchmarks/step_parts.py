@@ -1,14 +1,18 @@
 """Where a tracked frame's time goes: sam2-jax's step split into its parts, for 1 and N objects.
 
-    python -m benchmarks.step_parts [--config sam2.1-hiera-tiny] [--objects 1,4] [--repeat 3] [--cores N]
-        [--parts "memory attention,whole step"]
+    python -m benchmarks.step_parts [--config sam2.1-hiera-tiny|edgetam] [--objects 1,4] [--repeat 3] [--cores N]
+        [--parts "memory attention,whole step"] [--reference]
 
 Each part is jitted alone on the inputs of a tracked frame with a full memory bank (one conditioning frame, six
 recent frames, fifteen pointers): the image encoder (once per frame, whatever the object count), memory
 attention (`conditioned_features`), mask decoding (`segment`, the prompt-free tracking path), memory encoding
 (`encode_memory`), and the whole `track_step` for comparison. Times are the best of `--repeat` calls, float32 at
 "highest" precision, random weights. The per-object cost of a part is its slope from the fewest to the most
-objects. `--parts` times only the named parts. Memory attention runs this machine's formulation
+objects. `--parts` times only the named parts. `--config edgetam` adds EdgeTAM's finer parts (RepViT, the FPN neck,
+one memory-attention layer's self-attention, cross-attention and MLP, the perceiver). `--reference` builds
+transformers' model of the config with random weights, loads the same weights into sam2-jax, and times
+transformers' parts beside sam2-jax's where they can be called alone (float32, no grad; transformers runs
+EdgeTAM's objects one at a time, so its memory attention and memory encoding run once per object). Memory attention runs this machine's formulation
 (`sam2_jax.models.attention_choice`, printed; $SAM2_JAX_ATTENTION=full forces the one of before 12-07). Prints a
 table; writes nothing.
 """
@@ -27,6 +31,13 @@ from sam2_jax.tracking import tracker
 from sam2_jax.models.sam2_video import Sam2VideoModule
 from sam2_jax import Sam2VideoModel
 from sam2_jax.models import attention_choice
+
+from sam2_jax.config import EdgeTamVideoConfig
+from sam2_jax.models.edgetam_memory_attention import EdgeTamMemoryAttention, EdgeTamMemoryAttentionMLP
+from sam2_jax.models.hiera import VisionNeck
+from sam2_jax.models.memory_attention import RoPEAttention, identity_rope, rope_tables
+from sam2_jax.models.perceiver import PerceiverResampler
+from sam2_jax.models.repvit import RepVit
 
 from .common import config_named, describe, machine, markdown_table, use_cores
 
@@ -83,6 +94,100 @@ def parts(model: Sam2VideoModel, n: int) -> dict:
     }
 
 
+def edgetam_parts(model: Sam2VideoModel, n: int) -> dict:
+    """name -> (jitted function of the params and more, those arguments) of EdgeTAM's finer parts for n objects:
+    the encoder's RepViT and neck, one memory-attention layer's three sublayers over a full bank, the perceiver."""
+    cfg, size = model.config, model.config.image_size
+    rng = np.random.default_rng(2)
+
+    def sub(module, *path):
+        def apply(params, *a):
+            for key in path:
+                params = params[key]
+            return module.apply({"params": params}, *a)
+        return jax.jit(apply)
+
+    def rand(*shape):
+        return jnp.asarray(rng.standard_normal(shape), model.dtype)
+
+    pixels = rand(1, size, size, 3)
+    backbone = sub(RepVit(cfg.vision_config.backbone_config["architecture"]), "vision_encoder", "backbone.timm_model")
+    stages = backbone(model.params, pixels)
+    side = size // 16
+    tokens = side * side
+    slot_len = cfg.perceiver_resampler_num_latents + cfg.perceiver_resampler_num_latents_2d
+    pointer_tokens = cfg.max_object_pointers_in_encoder * cfg.memory_attention_hidden_size // cfg.memory_encoder_output_channels
+    keys = cfg.num_maskmem * slot_len + pointer_tokens
+    rope = rope_tables(cfg)
+    slot = EdgeTamMemoryAttention(cfg).slot_rope(rope, slot_len)
+    ptr = identity_rope(pointer_tokens, rope[0].shape[-1])
+    rope_k = tuple(jnp.concatenate([jnp.tile(t, (cfg.num_maskmem, 1)), p]) for t, p in zip(slot, ptr))
+    h, mem = rand(n, tokens, cfg.memory_attention_hidden_size), rand(n, keys, cfg.memory_encoder_output_channels)
+    layer = ("memory_attention", "layers.0")
+    return {
+        "RepViT (per frame)": (backbone, (pixels,)),
+        "FPN neck (per frame)": (sub(VisionNeck(cfg.vision_config), "vision_encoder", "neck"), (stages,)),
+        "self-attention, 1 layer": (sub(RoPEAttention(cfg), *layer, "self_attn"), (h, h, h, rope, rope)),
+        "cross-attention, 1 layer": (
+            jax.jit(lambda params, *a: RoPEAttention(cfg).apply(
+                {"params": params["memory_attention"]["layers.0"]["cross_attn_image"]}, *a,
+                blocks=attention_choice.memory_attention_blocks())),
+            (h, mem, mem, rope, rope_k, jnp.ones((n, keys), bool))),
+        "MLP, 1 layer": (sub(EdgeTamMemoryAttentionMLP(cfg), *layer, "mlp"), (h,)),
+        "perceiver": (sub(PerceiverResampler(cfg), "spatial_perceiver"),
+                      (rand(n, side, side, cfg.memory_encoder_output_channels), rand(side, side, cfg.memory_encoder_output_channels))),
+    }
+
+
+def reference_parts(torch_model, config, n: int) -> dict:
+    """name -> a no-argument function running transformers' part for n objects (EdgeTAM's per-object parts
+    called once per object, as transformers runs them), on inputs of the shapes `parts` uses."""
+    import torch
+
+    size, side = config.image_size, config.image_size // 16
+    tokens, g = side * side, torch.Generator().manual_seed(0)
+    rand = lambda *shape: torch.randn(*shape, generator=g)  # noqa: E731
+    pixels = rand(1, 3, size, size)
+    vision = torch_model.vision_encoder
+    stages = [s.permute(0, 2, 3, 1) for s in vision.backbone(pixels).last_hidden_state]
+    edgetam = isinstance(config, EdgeTamVideoConfig)
+    slot_len = (config.perceiver_resampler_num_latents + config.perceiver_resampler_num_latents_2d if edgetam
+                else tokens)
+    pointer_tokens = config.max_object_pointers_in_encoder * config.memory_attention_hidden_size // config.memory_encoder_output_channels
+    keys = config.num_maskmem * slot_len + pointer_tokens
+    attention = torch_model.memory_attention
+    layer = attention.layers[0]
+    feats, pos = rand(tokens, 1, config.memory_attention_hidden_size), rand(tokens, 1, config.memory_attention_hidden_size)
+    mem, mem_pos = rand(keys, 1, config.memory_encoder_output_channels), rand(keys, 1, config.memory_encoder_output_channels)
+    h = rand(1, 1, tokens, config.memory_attention_hidden_size)
+    rope = attention.rotary_emb(h, attention.position_ids)
+    rope_k = attention.rotary_emb(h, attention.position_ids_k) if edgetam else rope
+    pix_feat, masks = rand(1, config.memory_attention_hidden_size, side, side), rand(1, 1, size, size)
+    k = mem.transpose(0, 1).unsqueeze(1)
+
+    def per_object(fn):
+        return lambda: [fn() for _ in range(n)]
+
+    result = {
+        "image encoder (per frame)": lambda: torch_model.get_image_features(pixels),
+        "memory attention": per_object(lambda: attention(feats, mem, pos, mem_pos, pointer_tokens, config.num_maskmem)),
+        "memory encoder": per_object(lambda: torch_model._encode_new_memory(
+            feats, masks, torch.zeros(1, 1), False)),
+    }
+    if edgetam:
+        memory = rand(1, config.memory_encoder_output_channels, side, side)
+        result.update({
+            "RepViT (per frame)": lambda: vision.backbone(pixels),
+            "FPN neck (per frame)": lambda: vision.neck(stages),
+            "self-attention, 1 layer": per_object(lambda: layer.self_attn(h, h, h, rope)),
+            "cross-attention, 1 layer": per_object(lambda: layer.cross_attn_image(
+                h, k, k, rope, rope_k, num_k_exclude_rope=pointer_tokens, rope_k_repeat=config.num_maskmem)),
+            "MLP, 1 layer": per_object(lambda: layer.mlp(h)),
+            "perceiver": per_object(lambda: torch_model.spatial_perceiver(memory, memory)),
+        })
+    return result
+
+
 def best_time(function, args, repeat: int) -> float:
     jax.block_until_ready(function(*args))  # compiles
     times = []
@@ -100,27 +205,60 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--cores", type=int, help="run on this many cores (default: all)")
     parser.add_argument("--parts", help="comma-separated part names to time (default: all)")
+    parser.add_argument("--reference", action="store_true", help="also time transformers' parts (same weights)")
     args = parser.parse_args()
     use_cores(args.cores)
     before = machine()
-    model = Sam2VideoModel.from_config(config_named(args.config))
+    config = config_named(args.config)
+    torch_model = None
+    if args.reference:
+        import tempfile
+
+        import torch
+
+        from . import reference
+        with tempfile.TemporaryDirectory() as folder:
+            torch_model = reference.randomised_model(config, folder)
+            model = Sam2VideoModel.from_pretrained(folder)
+    else:
+        model = Sam2VideoModel.from_config(config)
     model.params = jax.device_put(model.params)
     counts = [int(n) for n in args.objects.split(",")]
-    seconds = {}
+    seconds, reference_seconds = {}, {}
     with jax.default_matmul_precision("highest"):
         for n in counts:
-            for name, (function, call_args) in parts(model, n).items():
+            named = parts(model, n)
+            if isinstance(config, EdgeTamVideoConfig):
+                named.update(edgetam_parts(model, n))
+            for name, (function, call_args) in named.items():
                 if args.parts and name not in args.parts.split(","):
                     continue
                 seconds[name, n] = best_time(function, (model.params, *call_args), args.repeat)
                 print(f"{n} object(s): {name} {seconds[name, n]:.3f} s", flush=True)
+            if torch_model is not None:
+                with torch.no_grad():
+                    for name, function in reference_parts(torch_model, config, n).items():
+                        if args.parts and name not in args.parts.split(","):
+                            continue
+                        reference_seconds[name, n] = best_time(function, (), args.repeat)
+                        print(f"{n} object(s): transformers {name} {reference_seconds[name, n]:.3f} s", flush=True)
     names = list(dict.fromkeys(name for name, _ in seconds))
     lo, hi = min(counts), max(counts)
-    rows = [[name, *(f"{seconds[name, n]:.3f}" for n in counts),
-             f"{(seconds[name, hi] - seconds[name, lo]) / (hi - lo):.3f}" if hi > lo else "-"] for name in names]
+
+    def row(table, name):
+        if (name, lo) not in table:
+            return ["-"] * (len(counts) + 1)
+        return [*(f"{table[name, n]:.3f}" for n in counts),
+                f"{(table[name, hi] - table[name, lo]) / (hi - lo):.3f}" if hi > lo else "-"]
+
+    rows = [[name, *row(seconds, name), *(row(reference_seconds, name) if torch_model is not None else [])]
+            for name in names]
+    header = ["part", *(f"{n} object(s) s" for n in counts), "s per extra object"]
+    if torch_model is not None:
+        header += [*(f"transformers {n} object(s) s" for n in counts), "transformers s per extra object"]
     print(f"\n{args.config}, float32 \"highest\"; {describe(before, machine())}")
     print(f"{attention_choice.describe()}\n")
-    print(markdown_table(["part", *(f"{n} object(s) s" for n in counts), "s per extra object"], rows))
+    print(markdown_table(header, rows))
 
 
 if __name__ == "__main__":
