@@ -103,8 +103,8 @@ class MemoryAttentionLayer(nn.Module):
     x += self_attn(LN1 x); x += cross_attn_image(LN2 x, memory); x += feed_forward(LN3 x).
 
     x (B, L, 256); keys = memory + pos and values = memory, (B, Lk, 64); rope (cos, sin) (L, D) for the queries,
-    rope_k (Lk, D) for the keys; key_mask (B, Lk). The cross-attention over the memory runs this machine's
-    formulation (`attention_choice`); self-attention (4096 keys) keeps the default.
+    rope_k (Lk, D) for the keys; key_mask (B, Lk). Both attentions run this machine's formulation
+    (`attention_choice`): the self-attention's 4096 x 4096 too measured 9% faster key-blocked on the CPU.
     """
 
     config: Sam2VideoConfig
@@ -112,11 +112,11 @@ class MemoryAttentionLayer(nn.Module):
     @nn.compact
     def __call__(self, x, keys, values, rope, rope_k, key_mask):
         cfg = self.config
+        blocks = memory_attention_blocks()
         h = layer_norm(1e-5, name="layer_norm1")(x)
-        x = x + RoPEAttention(cfg, name="self_attn")(h, h, h, rope, rope)
+        x = x + RoPEAttention(cfg, name="self_attn")(h, h, h, rope, rope, blocks=blocks)
         h = layer_norm(1e-5, name="layer_norm2")(x)
-        x = x + RoPEAttention(cfg, name="cross_attn_image")(h, keys, values, rope, rope_k, key_mask,
-                                                            blocks=memory_attention_blocks())
+        x = x + RoPEAttention(cfg, name="cross_attn_image")(h, keys, values, rope, rope_k, key_mask, blocks=blocks)
         return x + self.feed_forward(layer_norm(1e-5, name="layer_norm3")(x))
 
     def feed_forward(self, h):
