@@ -115,6 +115,18 @@ def test_each_isa_limit_has_its_own_choice(small_choice, monkeypatch):
     assert len(json.loads(small_choice.read_text())) == 2
 
 
+def test_each_core_count_has_its_own_choice(small_choice, monkeypatch):
+    """A process limited to fewer cores (taskset, a container) has threads of its own: measured apart."""
+    monkeypatch.setattr(attention_choice, "measure", lambda: {"full": 2.0, "q64-k128": 1.0})
+    assert attention_choice.choice().name == "q64-k128"
+    assert f"{attention_choice.cores()} cores" in attention_choice.machine_key()
+    monkeypatch.setattr(attention_choice, "cores", lambda: 64)
+    monkeypatch.setattr(attention_choice, "measure", lambda: {"full": 1.0, "q64-k128": 2.0})
+    assert "64 cores" in attention_choice.machine_key()
+    assert attention_choice.choice().name == "full"
+    assert len(json.loads(small_choice.read_text())) == 2
+
+
 def test_measured_while_a_program_is_traced(small_choice):
     """The first use is usually inside `jax.jit`'s trace of memory attention: the timing still runs."""
     seen = []

@@ -5,8 +5,8 @@ the queries in blocks with all keys at once (the (block x keys) scores written a
 keys in blocks with an online softmax (no score matrix at all). Which is faster depends on the CPU's bandwidth,
 caches and vector exponential, so on the first use on a machine each candidate is timed on a reduced memory
 attention shape (1024 queries, all 7 x 4096 + 64 keys: about 0.1 s a call; a few seconds in all with the
-compilation), and the fastest is kept in `runtime.CACHE_FOLDER / attention.json`
-under a key naming the CPU (model name, ISA flags, XLA_FLAGS' `--xla_cpu_max_isa`) and the jax version. Later
+compilation), and the fastest is kept in `runtime.CACHE_FOLDER / attention.json` under a key naming the CPU
+(model name, ISA flags, cores and CPU devices, XLA_FLAGS' `--xla_cpu_max_isa`) and the jax version. Later
 processes read it. The choice is static, made when a program is traced. GPUs keep their path (cuDNN for
 bfloat16/float16, otherwise today's query blocks). $SAM2_JAX_ATTENTION forces a candidate by name, or any
 blocks as "q<query block>-k<key block>".
@@ -63,9 +63,16 @@ def choice_file():
     return runtime.CACHE_FOLDER / "attention.json"
 
 
+def cores() -> int:
+    """The cores this process may run on (its affinity, which XLA's thread pool is sized from; a container or
+    `taskset` may give fewer than the machine has)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def machine_key() -> str:
-    """The CPU as the choice depends on it: model name, vector ISA flags, XLA's --xla_cpu_max_isa limit, and
-    the jax version (XLA's kernels change with it)."""
+    """The CPU as the choice depends on it: model name, vector ISA flags, the cores this process runs on and
+    the JAX CPU devices they are split into (the threads each program gets), XLA's --xla_cpu_max_isa limit,
+    and the jax version (XLA's kernels change with it)."""
     model, flags = platform.processor() or platform.machine(), ""
     try:
         with open("/proc/cpuinfo") as f:
@@ -76,7 +83,8 @@ def machine_key() -> str:
     except (OSError, AttributeError):
         pass
     limit = re.search(r"--xla_cpu_max_isa=(\S+)", os.environ.get("XLA_FLAGS", ""))
-    return f"{model} | {flags} | max_isa={limit.group(1) if limit else 'none'} | jax {jax.__version__}"
+    return (f"{model} | {flags} | {cores()} cores, {len(jax.devices('cpu'))} CPU device(s) | "
+            f"max_isa={limit.group(1) if limit else 'none'} | jax {jax.__version__}")
 
 
 def _timed_inputs():
