@@ -52,6 +52,25 @@ def test_key_blocks_equal_full_keys(blocks, masked):
     assert_close("key blocks vs float64", blocked, _float64(q, k, v, mask, 0.25), rel=2e-6)
 
 
+@pytest.mark.parametrize("blocks", [(128, 100), (300, 64)])
+def test_key_blocks_masked_for_every_item_are_skipped(blocks):
+    """Keys masked in every batch item (the bank's empty slots) are whole blocks the loop skips (a `cond`), with
+    the same numbers; values and gradients as the full-keys formulation."""
+    q, k, v, mask = _case(lq=200, lk=600)
+    mask[:, 100:500] = False
+    run = jax.jit(lambda q, k, v, blocks: layers.attention(q, k, v, scale=0.25, mask=mask, blocks=blocks),
+                  static_argnums=3)
+    assert "cond" in str(jax.make_jaxpr(run, static_argnums=3)(q, k, v, blocks))
+    assert "cond" not in str(jax.make_jaxpr(lambda q, k, v: layers.attention(q, k, v, scale=0.25,
+                                                                              blocks=blocks))(q, k, v))
+    with jax.default_matmul_precision("highest"):
+        assert_close("skipped blocks vs full keys", run(q, k, v, blocks), run(q, k, v, None), rel=2e-6)
+        grads = [jax.grad(lambda q, k, v, b=b: jnp.sum(jnp.sin(run(q, k, v, b))), argnums=(0, 1, 2))(q, k, v)
+                 for b in (blocks, None)]
+    for name, a, b in zip("qkv", *grads):
+        assert_close(f"gradient of {name}", a, b, rel=1e-5)
+
+
 def test_key_blocks_bfloat16_and_shared_keys():
     """bfloat16 inputs (float32 scores and sums), keys and values shared by both batch items (a leading 1)."""
     q, k, v, mask = _case(seed=1)

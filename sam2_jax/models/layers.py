@@ -158,8 +158,8 @@ def _key_blocked(q, *, key, value, mask, scale, key_block, acc):
     flash attention: a running max m, a running sum l and a running weighted sum, rescaled by exp(m_old - m_new)
     when the max grows. Masked keys score -inf; while a row has seen only masked keys its max stays -inf and its
     weights are exp(-inf) = 0 (the max is taken as 0 there, so no inf - inf). Same numbers as `_xla_attention`'s
-    full rows up to float rounding."""
-    lk = key.shape[-2]
+    full rows up to float rounding. A block whose keys are all masked is skipped (`_unless_all_masked`)."""
+    lk, given_mask = key.shape[-2], mask
     mask = jnp.ones((lk,), bool) if mask is None else mask
     lead = jnp.broadcast_shapes(q.shape[:-2], key.shape[:-2], value.shape[:-2], mask.shape[:-1] + (1,))
     rows = (*lead, q.shape[-2])
@@ -181,6 +181,8 @@ def _key_blocked(q, *, key, value, mask, scale, key_block, acc):
         out = out * rescale + jnp.einsum("...qk,...kd->...qd", weights.astype(v.dtype), v, preferred_element_type=acc)
         return m_new, l, out
 
+    if given_mask is not None:
+        step = functools.partial(_unless_all_masked, step, mask)
     carry = (jnp.full((*rows, 1), -jnp.inf, jnp.float32), jnp.zeros((*rows, 1), jnp.float32),
              jnp.zeros((*rows, value.shape[-1]), jnp.float32))
     full, rest = divmod(lk, key_block)
@@ -189,6 +191,14 @@ def _key_blocked(q, *, key, value, mask, scale, key_block, acc):
         carry = step(full * key_block, rest, carry)
     _, l, out = carry
     return (out / l).astype(value.dtype)
+
+
+def _unless_all_masked(step, mask, start, size, carry):
+    """`step` over the keys [start, start + size), or the carry unchanged where they are all masked: the memory
+    bank's empty slots (its first frames) then cost nothing. Under `vmap` both branches run (a select), as
+    without the test."""
+    valid = jax.lax.dynamic_slice_in_dim(mask, start, size, axis=-1)
+    return jax.lax.cond(jnp.any(valid), lambda c: step(start, size, c), lambda c: c, carry)
 
 
 def sine_position_encoding(height: int, width: int, num_pos_feats: int, temperature: float = 10000.0,
