@@ -30,7 +30,8 @@ from sam2_jax import (EdgeTamModel, EdgeTamVideoModel, Sam2AutomaticMaskGenerato
 from sam2_jax.automatic.video import image_model
 from sam2_jax.config import EdgeTamConfig, edgetam_small_config
 from sam2_jax.io.clips import generate_clip
-from test_automatic import LOW_THRESHOLDS, SETTINGS, connected_components, decoded, memoised, shapes_image
+from test_automatic import (LOW_THRESHOLDS, SETTINGS, assert_same_records, connected_components, memoised,
+                            shapes_image)
 from test_commands_edgetam import small_edgetam_video_config
 from test_edgetam_image import randomize_backbone_
 
@@ -118,21 +119,7 @@ def test_generate_matches_the_original_generator_on_transformers_edgetam(models,
         expected = reference_generator(models.hf, models.embeddings, **settings).generate(image)
     with jax.default_matmul_precision("highest"):
         got = Sam2AutomaticMaskGenerator(models.ours, **settings).generate(image)
-    assert len(got) == len(expected) > 0
-    ious, iou_diffs, stability_diffs = [], [], []
-    for ours, theirs in zip(got, expected):
-        assert ours.keys() == theirs.keys()
-        assert type(ours["segmentation"]) is type(theirs["segmentation"])
-        a, b = decoded(ours), decoded(theirs)
-        ious.append((a & b).sum() / (a | b).sum())
-        iou_diffs.append(abs(ours["predicted_iou"] - theirs["predicted_iou"]))
-        stability_diffs.append(abs(ours["stability_score"] - theirs["stability_score"]))
-        assert ours["point_coords"] == theirs["point_coords"] and ours["crop_box"] == theirs["crop_box"]
-        assert np.abs(np.subtract(ours["bbox"], theirs["bbox"])).max() <= 1
-        assert abs(ours["area"] - theirs["area"]) <= 0.01 * theirs["area"]
-    print(f"PARITY edgetam {name}: {len(got)} masks, min mask IoU {min(ious):.5f}, max |d predicted_iou| "
-          f"{max(iou_diffs):.2g}, max |d stability_score| {max(stability_diffs):.2g}")
-    assert min(ious) >= 0.99 and max(iou_diffs) <= 1e-4 and max(stability_diffs) <= 1e-4
+    assert_same_records(got, expected, f"edgetam {name}")
 
 
 # ------------------------------------------------------------------------------------- prompt-free video

@@ -16,7 +16,6 @@ from reference import assert_close, randomize_, to_numpy
 from test_edgetam_image import randomize_backbone_
 from test_functional import FLOWS, check_propagate
 from test_video_model import SIZE, Pair, _run, _video, pts, run_flow
-from transformers.models.sam2_video.video_processing_sam2_video import Sam2VideoVideoProcessor
 
 from sam2_jax import EdgeTamVideoInferenceSession, EdgeTamVideoModel, Sam2VideoModel, Sam2VideoProcessor, weights
 from sam2_jax.config import EdgeTamVideoConfig, EdgeTamVisionConfig, Sam2VideoConfig, small_config
@@ -65,22 +64,17 @@ class EdgeTamPair(Pair):
     """transformers' EdgeTamVideoModel with every parameter random, saved and loaded by sam2-jax."""
 
     def __init__(self, tmp_path, seed=1, bias_frames=6):
-        torch.manual_seed(seed)
-        hf = transformers.EdgeTamVideoModel(hf_edgetam_config(CONFIG)).eval()
-        self.hf = randomize_backbone_(randomize_(hf, seed=seed), seed=seed)
-        spread_weights_(self.hf.memory_encoder, seed)
-        spread_weights_(self.hf.spatial_perceiver, seed)
-        size = {"height": SIZE, "width": SIZE}
-        self.hf_processor = transformers.Sam2VideoProcessor(
-            image_processor=transformers.Sam2ImageProcessor(size=size), video_processor=Sam2VideoVideoProcessor(
-                size=size))
-        self._bias_object_scores(bias_frames)
-        self.hf.save_pretrained(tmp_path)
-        self.folder = tmp_path
-        self.ours = Sam2VideoModel.from_pretrained(tmp_path)
-        self.processor = Sam2VideoProcessor(size=SIZE)
+        super().__init__(CONFIG, tmp_path, seed, bias_frames)
 
-
+    @staticmethod
+    def reference_model(config, seed):
+        """transformers' EdgeTamVideoModel with every parameter random (RepViT's BatchNorm statistics too), the
+        memory encoder's and perceiver's weights spread (`spread_weights_`)."""
+        hf = transformers.EdgeTamVideoModel(hf_edgetam_config(config)).eval()
+        hf = randomize_backbone_(randomize_(hf, seed=seed), seed=seed)
+        spread_weights_(hf.memory_encoder, seed)
+        spread_weights_(hf.spatial_perceiver, seed)
+        return hf
 
     @torch.no_grad()
     def _bias_object_scores(self, num_frames):

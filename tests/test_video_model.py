@@ -39,15 +39,21 @@ class Pair:
 
     def __init__(self, config, tmp_path, seed=1, bias_frames=8):
         torch.manual_seed(seed)
-        self.hf = randomize_(transformers.Sam2VideoModel(hf_config(config)).eval(), seed=seed)
+        self.hf = self.reference_model(config, seed)
         size = {"height": SIZE, "width": SIZE}
         self.hf_processor = transformers.Sam2VideoProcessor(
             image_processor=transformers.Sam2ImageProcessor(size=size), video_processor=Sam2VideoVideoProcessor(
                 size=size))
         self._bias_object_scores(bias_frames)
         self.hf.save_pretrained(tmp_path)
+        self.folder = tmp_path
         self.ours = Sam2VideoModel.from_pretrained(tmp_path)
         self.processor = Sam2VideoProcessor(size=SIZE)
+
+    @staticmethod
+    def reference_model(config, seed):
+        """transformers' model of `config` with every parameter random."""
+        return randomize_(transformers.Sam2VideoModel(hf_config(config)).eval(), seed=seed)
 
     @torch.no_grad()
     def _bias_object_scores(self, num_frames):

@@ -183,8 +183,6 @@ def _sub_config(cls, value, name):
     raise TypeError(f"{name}: expected a dict or a {cls.__name__}, got {type(value).__name__}")
 
 
-
-
 def _freeze(value):
     """A JSON value with its dicts as FrozenDicts and its lists as tuples, so that it is hashable."""
     if isinstance(value, dict):
